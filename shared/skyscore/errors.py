@@ -1,0 +1,165 @@
+"""Typed errors of the core.
+
+Every failure a user can cause or observe has its own class. Each carries the HTTP status and a
+stable problem ``type`` so that every transport (local HTTP, Lambda, Azure Functions, Cloud
+Functions) renders it the same way, as an RFC 9457 problem body, in one place
+(:func:`problem_body`). Handlers never format errors themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class SkyscoreError(Exception):
+    """Base class: a failure with a status, a stable slug and a human-readable detail."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        row: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.row = row
+        self.extra = extra or {}
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 problem object for this error."""
+        body: dict[str, Any] = {
+            "type": f"https://skyscore.dev/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        if self.field is not None:
+            body["field"] = self.field
+        if self.row is not None:
+            body["row"] = self.row
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(SkyscoreError):
+    """The request is malformed: not JSON, wrong envelope, wrong shape."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class InvalidInput(SkyscoreError):
+    """Well-formed request whose values do not match the model's input schema."""
+
+    status = 422
+    slug = "invalid-input"
+    title = "Input does not match the model's schema"
+
+
+class NotFound(SkyscoreError):
+    """A route, model, version or object that does not exist."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class ModelNotFound(NotFound):
+    """No such model, version or alias in the registry."""
+
+    slug = "model-not-found"
+    title = "Model not found"
+
+
+class MethodNotAllowed(SkyscoreError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class PayloadTooLarge(SkyscoreError):
+    """The request body or instance count is above the configured limit."""
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(SkyscoreError):
+    """The body is not in a content type the route accepts."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class UnsupportedFormat(SkyscoreError):
+    """A file whose extension names no supported format, or whose decoder is not installed."""
+
+    status = 415
+    slug = "unsupported-format"
+    title = "Unsupported file format"
+
+
+class FormatMismatch(SkyscoreError):
+    """A file whose content is not what its extension says (e.g. binary data in ``.csv``)."""
+
+    status = 415
+    slug = "format-mismatch"
+    title = "File content does not match its extension"
+
+
+class IntegrityError(SkyscoreError):
+    """A model artifact whose sha256 does not match its model card: it is never loaded."""
+
+    status = 500
+    slug = "integrity-error"
+    title = "Model artifact failed its checksum"
+
+
+class ConflictError(SkyscoreError):
+    """A write that would overwrite something that must stay immutable (e.g. a model version)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class ParityError(SkyscoreError):
+    """The ONNX graph disagrees with scikit-learn beyond tolerance: the model is not published."""
+
+    status = 500
+    slug = "onnx-parity"
+    title = "ONNX probabilities differ from scikit-learn"
+
+
+class TrainingDataError(SkyscoreError):
+    """The labelled data cannot be trained on (missing target, one class, too few rows)."""
+
+    status = 422
+    slug = "training-data"
+    title = "Training data is not usable"
+
+
+def problem_body(error: SkyscoreError, instance: str | None = None) -> dict[str, Any]:
+    """Render any core error as a problem object (the single place that does so)."""
+    return error.to_problem(instance)
+
+
+def internal_problem(instance: str | None = None) -> dict[str, Any]:
+    """The problem object for an unexpected exception: never a stack trace."""
+    return SkyscoreError("An unexpected error occurred; it has been logged.").to_problem(instance)

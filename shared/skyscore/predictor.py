@@ -1,0 +1,138 @@
+"""ONNX inference: one cached session per model artifact per process.
+
+Imports only numpy, onnxruntime and the core: this module is what every serverless function
+loads on a cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skyscore.card import ModelCard, verify_artifact
+from skyscore.errors import InvalidInput
+from skyscore.schema import Batch, InputSchema
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+_SESSIONS: dict[str, onnxruntime.InferenceSession] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _threads() -> int:
+    """ONNX Runtime intra-op threads: ``SKYSCORE_ORT_THREADS``, else one per core."""
+    value = os.environ.get("SKYSCORE_ORT_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
+def _session(sha256: str, onnx_bytes: bytes) -> onnxruntime.InferenceSession:
+    """The process-wide session for an artifact, built once (artifacts are immutable)."""
+    session = _SESSIONS.get(sha256)
+    if session is not None:
+        return session
+    import onnxruntime
+
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(sha256)
+        if session is None:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = _threads()
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            session = onnxruntime.InferenceSession(
+                onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            _SESSIONS[sha256] = session
+    return session
+
+
+class Predictor:
+    """Scores batches for one model version, validating input against its card."""
+
+    def __init__(self, card: ModelCard, onnx_bytes: bytes, *, verify: bool = True) -> None:
+        if verify:
+            verify_artifact(card, onnx_bytes)
+        self.card = card
+        self.schema = InputSchema.from_card(card)
+        self.classes = list(card.classes)
+        self.class_names = card.class_names
+        self._session = _session(card.onnx.sha256, onnx_bytes)
+        self._numeric_input = card.onnx.numeric_input
+        self._categorical_input = card.onnx.categorical_input
+        self._outputs = [card.onnx.probabilities_output]
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.card.name
+
+    @property
+    def version(self) -> str:
+        """The model's version."""
+        return self.card.version
+
+    def predict_proba(self, batch: Batch) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes), float32."""
+        return self.predict_arrays(batch.numeric, batch.categorical)
+
+    def predict_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """Probabilities from ready tensors (numeric float32 (n, k), categorical object (n, m))."""
+        n = numeric.shape[0] if self._numeric_input else categorical.shape[0]
+        if n == 0:
+            return np.empty((0, len(self.classes)), dtype=np.float32)
+        feeds: dict[str, np.ndarray] = {}
+        if self._numeric_input:
+            feeds[self._numeric_input] = numeric
+        if self._categorical_input:
+            feeds[self._categorical_input] = categorical
+        probabilities: np.ndarray = self._session.run(self._outputs, feeds)[0]
+        return probabilities
+
+    def label_indices(self, probabilities: np.ndarray) -> np.ndarray:
+        """Index of the most probable class per row (ties go to the first class, as sklearn)."""
+        indices: np.ndarray = probabilities.argmax(axis=1)
+        return indices
+
+    def predict_instances(self, instances: Sequence[Any], *, id_column: str | None = None) -> list[
+        dict[str, Any]
+    ]:
+        """HTTP-style prediction: every instance valid or a 422 naming the first bad field.
+
+        Each prediction is ``{"id"?: ..., "label": ..., "probabilities": {class: p}}``.
+        """
+        schema = self.schema
+        if id_column is not None and id_column != schema.id_column:
+            schema = InputSchema(schema.numeric, schema.categorical, id_column=id_column)
+        batch, errors = schema.records_to_batch(instances, first_row=0)
+        if errors:
+            first = errors[0]
+            raise InvalidInput(
+                f"instance {first.row}: {first.column + ': ' if first.column else ''}{first.reason}",
+                field=first.column,
+                row=first.row,
+                extra={"errors": [e.to_dict() for e in errors[:100]]},
+            )
+        probabilities = self.predict_proba(batch)
+        return self.format_predictions(batch, probabilities)
+
+    def format_predictions(self, batch: Batch, probabilities: np.ndarray) -> list[dict[str, Any]]:
+        """Prediction objects for a scored batch (shared by HTTP, JSON files and queues)."""
+        names = self.class_names
+        classes = self.classes
+        labels = self.label_indices(probabilities).tolist()
+        rows = probabilities.tolist()
+        ids = batch.ids
+        out: list[dict[str, Any]] = []
+        for i, (label, row) in enumerate(zip(labels, rows, strict=True)):
+            prediction: dict[str, Any] = {}
+            if ids is not None:
+                prediction["id"] = ids[i]
+            prediction["label"] = classes[label]
+            prediction["probabilities"] = dict(zip(names, row, strict=True))
+            out.append(prediction)
+        return out
