@@ -74,6 +74,7 @@ class TrainResult:
     card: ModelCard
     onnx_bytes: bytes
     seconds: float
+    pipeline: Any = None  # the fitted scikit-learn Pipeline (positional columns), for baselines
 
 
 def gcs_fuse_path(uri: str) -> str:
@@ -408,7 +409,12 @@ def train(config: TrainConfig, *, log: Any = None) -> TrainResult:  # noqa: ANN4
         ),
         description=config.description,
     )
-    return TrainResult(card=card, onnx_bytes=onnx_bytes, seconds=time.perf_counter() - started)
+    return TrainResult(
+        card=card,
+        onnx_bytes=onnx_bytes,
+        seconds=time.perf_counter() - started,
+        pipeline=pipeline,
+    )
 
 
 def _onnx_probabilities(

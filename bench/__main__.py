@@ -1,0 +1,432 @@
+"""skyscore benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+    make bench                      # full run (1,000,000-row CSV, 2,000,000-row memory check)
+    python -m bench --rows 200000   # quicker
+
+Baselines: raw ONNX Runtime on ready arrays (the ceiling), and scikit-learn + joblib + pandas
+doing the same job the naive way. Not a test: it prints figures, it does not assert them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skyscore.home import LocalHome
+from skyscore.train import TrainConfig, TrainResult, train
+
+OUT = Path(__file__).resolve().parent / "out"
+TARGETS = {
+    "cold start vs sklearn": ">= 6x",
+    "handler overhead p50": "<= 30 us",
+    "handler vs pandas+sklearn": ">= 100x",
+    "csv vs naive": ">= 3.5x",
+    "csv vs raw ORT": ">= 60%",
+    "memory 2M vs 100k": "<= 1.3x",
+}
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a Markdown table (copied into notes as is)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """q-th percentile of samples."""
+    return float(np.percentile(np.asarray(samples), q))
+
+
+# ---------------------------------------------------------------------------------------- setup
+class Model:
+    """One benchmarked model: its trained result, its data and its registry home."""
+
+    def __init__(self, label: str, result: TrainResult, data: Path, target: str) -> None:
+        self.label = label
+        self.result = result
+        self.data = data
+        self.target = target
+        self.name = result.card.name
+        card = result.card
+        self.columns = card.numeric_features + card.categorical_features
+        self.id_column = card.id_column
+
+
+def setup(work: Path) -> tuple[LocalHome, list[Model]]:
+    """Train the demo model and a 30+3-feature HGB model; register and promote both."""
+    from skyscore.datasets import (
+        DEMO_ID,
+        DEMO_TARGET,
+        SYNTHETIC_ID,
+        SYNTHETIC_TARGET,
+        breast_cancer_frame,
+        write_synthetic_csv,
+    )
+
+    home = LocalHome.resolve(work / "home").ensure()
+    demo_data = work / "breast_cancer.csv"
+    breast_cancer_frame().to_csv(demo_data, index=False)
+    synthetic_data = write_synthetic_csv(work / "synthetic_train.csv", 100_000, seed=11)
+    models = []
+    for label, config in (
+        ("demo (logreg, breast cancer)", TrainConfig(
+            data=str(demo_data), target=DEMO_TARGET, name="cancer", estimator="logreg",
+            id_column=DEMO_ID)),
+        ("hgb (30 num + 3 cat)", TrainConfig(
+            data=str(synthetic_data), target=SYNTHETIC_TARGET, name="fraud", estimator="hgb",
+            id_column=SYNTHETIC_ID, max_iter=100)),
+    ):
+        result = train(config)
+        registry = home.registry()
+        card = registry.register(result.card, result.onnx_bytes)
+        registry.promote(card.name, card.version)
+        import joblib
+
+        joblib.dump(result.pipeline, work / f"{card.name}.joblib")
+        models.append(Model(label, result, Path(config.data), config.target))
+    return home, models
+
+
+def scoring_file(model: Model, rows: int, path: Path) -> Path:
+    """An unlabelled CSV of ``rows`` rows for a model (synthetic, or demo rows resampled)."""
+    if path.exists():
+        return path
+    if model.name == "fraud":
+        from skyscore.datasets import write_synthetic_csv
+
+        write_synthetic_csv(path, rows, seed=99, labelled=False)
+        return path
+    lines = model.data.read_text().splitlines()
+    header = lines[0].split(",")
+    target = header.index(model.target)
+    cut = [",".join(f for i, f in enumerate(line.split(",")) if i != target) for line in lines]
+    body = cut[1:]
+    rng = np.random.default_rng(5)
+    with path.open("w") as handle:
+        handle.write(cut[0] + "\n")
+        for start in range(0, rows, 100_000):
+            picks = rng.integers(0, len(body), min(100_000, rows - start))
+            handle.write("\n".join(body[i] for i in picks) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------- cold start
+ORT_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import json
+from skyscore.home import LocalHome
+predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
+row = json.loads(sys.argv[3])
+predictor.predict_instances([row])
+print(time.perf_counter() - t0)
+"""
+
+SKLEARN_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import json
+import joblib, pandas as pd, sklearn
+model = joblib.load(sys.argv[1])
+row = json.loads(sys.argv[2])
+columns = json.loads(sys.argv[3])
+frame = pd.DataFrame([[row[c] for c in columns]])
+model.predict_proba(frame)
+print(time.perf_counter() - t0)
+"""
+
+
+def _spawn(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def first_row(model: Model) -> dict[str, Any]:
+    """The first data row of the model's training file, without the target, as JSON types."""
+    import csv
+
+    with model.data.open() as handle:
+        record = next(csv.DictReader(handle))
+    numeric = set(model.result.card.numeric_features)
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == model.target:
+            continue
+        out[key] = float(value) if key in numeric else value
+    return out
+
+
+def bench_cold_start(home: LocalHome, models: list[Model], work: Path, runs: int) -> None:
+    rows = []
+    python = sys.executable
+    for model in models:
+        row = json.dumps(first_row(model))
+        ort_args = [python, "-c", ORT_CHILD, str(home.root), model.name, row]
+        sk_args = [python, "-c", SKLEARN_CHILD, str(work / f"{model.name}.joblib"), row,
+                   json.dumps(model.columns)]
+        _spawn(ort_args), _spawn(sk_args)  # warm the page cache for both
+        ort = statistics.median(_spawn(ort_args) for _ in range(runs))
+        sk = statistics.median(_spawn(sk_args) for _ in range(runs))
+        rows.append([model.label, f"{ort * 1e3:.0f}", f"{sk * 1e3:.0f}", f"**{sk / ort:.1f}x**"])
+    table(
+        f"Cold start: fresh process to first prediction, median of {runs} (target {TARGETS['cold start vs sklearn']})",
+        ["model", "skyscore (registry + ONNX) ms", "scikit-learn + joblib + pandas ms", "speed-up"],
+        rows,
+    )
+
+
+# ------------------------------------------------------------------------------ handler latency
+def bench_handler(home: LocalHome, models: list[Model], work: Path, calls: int) -> None:
+    import joblib
+    import pandas as pd
+
+    from skyscore.dataplane import DataPlane, RegistryModelProvider, Request
+
+    plane = DataPlane(RegistryModelProvider(home.registry()))
+    rows = []
+    for model in models:
+        predictor = home.registry().get_predictor(model.name)
+        lines = scoring_file(model, 2_000, work / f"{model.name}-small.csv")
+        import csv
+
+        with lines.open() as handle:
+            records = list(csv.DictReader(handle))[:200]
+        numeric = predictor.card.numeric_features
+        for record in records:
+            for key in numeric:
+                record[key] = float(record[key])
+        bodies = [json.dumps({"instances": [r]}).encode() for r in records]
+        headers = {"content-type": "application/json"}
+        path = f"/v1/models/{model.name}/predict"
+        batches = [predictor.schema.records_to_batch([r])[0] for r in records]
+
+        def time_calls(fn: Callable[[int], object], n: int) -> list[float]:
+            samples = []
+            for i in range(n):
+                start = time.perf_counter_ns()
+                fn(i % len(records))
+                samples.append((time.perf_counter_ns() - start) / 1e3)
+            return samples
+
+        for i in range(50):  # warm-up
+            plane.handle(Request("POST", path, headers, bodies[i % len(bodies)]))
+        raw = time_calls(lambda i: predictor.predict_arrays(batches[i].numeric, batches[i].categorical), calls)
+        ours = time_calls(lambda i: plane.handle(Request("POST", path, headers, bodies[i])), calls)
+        assert plane.handle(Request("POST", path, headers, bodies[0])).status == 200
+        sk_model = joblib.load(work / f"{model.name}.joblib")
+        columns = model.columns
+
+        def naive(i: int) -> bytes:
+            payload = json.loads(bodies[i])
+            frame = pd.DataFrame([[inst[c] for c in columns] for inst in payload["instances"]])
+            proba = sk_model.predict_proba(frame)
+            return json.dumps({"predictions": proba.tolist()}).encode()
+
+        for i in range(10):
+            naive(i)
+        naive_samples = time_calls(naive, max(calls // 10, 100))
+        raw50, ours50, naive50 = (percentile(s, 50) for s in (raw, ours, naive_samples))
+        rows.append([
+            model.label,
+            f"{raw50:.1f} / {percentile(raw, 99):.1f}",
+            f"{ours50:.1f} / {percentile(ours, 99):.1f}",
+            f"**{ours50 - raw50:.1f}**",
+            f"{naive50:.0f} / {percentile(naive_samples, 99):.0f}",
+            f"**{naive50 / ours50:.0f}x**",
+        ])
+    table(
+        "Single-row prediction, request bytes → response bytes through the HTTP dataplane, µs p50 / p99 "
+        f"(overhead target {TARGETS['handler overhead p50']}, vs naive {TARGETS['handler vs pandas+sklearn']})",
+        ["model", "raw session.run", "skyscore handler", "overhead p50", "pandas + sklearn handler", "speed-up"],
+        rows,
+    )
+
+
+# ------------------------------------------------------------------------------ file throughput
+NAIVE_CHILD = """
+import sys, time
+import joblib, pandas as pd
+import json
+model = joblib.load(sys.argv[1]); columns = json.loads(sys.argv[4]); idc = sys.argv[5]
+t0 = time.perf_counter()
+frame = pd.read_csv(sys.argv[2])
+X = frame[columns]; X.columns = range(len(columns))
+proba = model.predict_proba(X)
+out = pd.DataFrame(proba, columns=[f"probability_{c}" for c in model.classes_])
+out.insert(0, "label", model.classes_[proba.argmax(axis=1)])
+out.insert(0, idc, frame[idc])
+out.to_csv(sys.argv[3], index=False)
+print(time.perf_counter() - t0)
+"""
+
+OURS_CHILD = """
+import sys, time, resource
+from pathlib import Path
+from skyscore.home import LocalHome
+from skyscore.scoring import score_path
+predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
+t0 = time.perf_counter()
+report = score_path(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
+elapsed = time.perf_counter() - t0
+print(elapsed, report.rows_scored, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def raw_ort_seconds(model: Model, home: LocalHome, source: Path, chunk: int = 65_536) -> float:
+    """Raw ONNX Runtime on the same rows, already decoded into arrays (the ceiling)."""
+    from skyscore.formats import decoder_for
+
+    predictor = home.registry().get_predictor(model.name)
+    numeric_parts, categorical_parts = [], []
+    with source.open("rb") as handle:
+        for batch, _ in decoder_for("csv").decode(handle, predictor.schema, chunk_rows=chunk):
+            numeric_parts.append(batch.numeric)
+            categorical_parts.append(batch.categorical)
+    predictor.predict_arrays(numeric_parts[0][:100], categorical_parts[0][:100])
+    start = time.perf_counter()
+    for numeric, categorical in zip(numeric_parts, categorical_parts, strict=True):
+        predictor.predict_arrays(numeric, categorical)
+    return time.perf_counter() - start
+
+
+def bench_files(home: LocalHome, models: list[Model], work: Path, rows: int) -> None:
+    python = sys.executable
+    results = []
+    for model in models:
+        source = scoring_file(model, rows, work / f"{model.name}-{rows}.csv")
+        ours_out = work / f"{model.name}-{rows}.ours.csv"
+        naive_out = work / f"{model.name}-{rows}.naive.csv"
+        line = subprocess.run(
+            [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()
+        ours, scored = float(line[0]), int(line[1])
+        naive = float(subprocess.run(
+            [python, "-c", NAIVE_CHILD, str(work / f"{model.name}.joblib"), str(source),
+             str(naive_out), json.dumps(model.columns), model.id_column or ""],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()[0])
+        raw = raw_ort_seconds(model, home, source)
+        results.append([
+            model.label, f"{scored:,}",
+            f"{rows / ours / 1e3:,.0f}k", f"{rows / naive / 1e3:,.0f}k", f"{rows / raw / 1e3:,.0f}k",
+            f"**{naive / ours:.1f}x**", f"**{raw / ours:.0%}**",
+        ])
+        for path in (ours_out, naive_out):
+            path.unlink(missing_ok=True)
+    table(
+        f"CSV → CSV scoring of {rows:,} rows, rows/s, warm process (targets: vs naive "
+        f"{TARGETS['csv vs naive']}, of raw ORT {TARGETS['csv vs raw ORT']})",
+        ["model", "rows scored", "skyscore score_path", "naive pandas + sklearn + to_csv",
+         "raw ORT on ready arrays", "vs naive", "of raw ORT"],
+        results,
+    )
+
+
+def bench_memory(home: LocalHome, models: list[Model], work: Path, small: int, large: int) -> None:
+    python = sys.executable
+    model = next(m for m in models if m.name == "fraud")
+    peaks = []
+    for rows in (small, large):
+        source = scoring_file(model, rows, work / f"{model.name}-{rows}.csv")
+        out = work / f"{model.name}-{rows}.mem.csv"
+        line = subprocess.run(
+            [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(out)],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()
+        peaks.append((rows, source.stat().st_size, int(line[2]) / 1024))
+        out.unlink(missing_ok=True)
+    rows_out = [[f"{r:,}", f"{size / 1e6:,.0f}", f"{peak:,.0f}"] for r, size, peak in peaks]
+    rows_out.append(["ratio", "", f"**{peaks[1][2] / peaks[0][2]:.2f}x**"])
+    table(
+        f"Peak memory (max RSS) scoring CSV → CSV, hgb model (target {TARGETS['memory 2M vs 100k']})",
+        ["rows", "input MB", "peak RSS MiB"],
+        rows_out,
+    )
+
+
+def _dist_size(names: list[str]) -> float:
+    import importlib.util
+
+    total = 0
+    site = Path(np.__file__).resolve().parent.parent
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        paths = []
+        if spec is not None and spec.origin is not None:
+            origin = Path(spec.origin)
+            paths.append(origin.parent if origin.name == "__init__.py" else origin)
+        libs = site / f"{name}.libs"
+        if libs.exists():
+            paths.append(libs)
+        for path in paths:
+            if path.is_file():
+                total += path.stat().st_size
+            else:
+                total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return total / 2**20
+
+
+def bench_sizes() -> None:
+    inference = ["numpy", "onnxruntime", "msgspec", "typing_extensions", "skyscore"]
+    naive = ["numpy", "scipy", "sklearn", "pandas", "joblib", "threadpoolctl"]
+    ours, theirs = _dist_size(inference), _dist_size(naive)
+    table(
+        "Installed size of the inference path's dependencies (MiB, unzipped, no __pycache__)",
+        ["stack", "packages", "MiB", "of Lambda's 250 MiB"],
+        [
+            ["skyscore inference", ", ".join(inference), f"{ours:.0f}", f"{ours / 250:.0%}"],
+            ["scikit-learn serving", ", ".join(naive), f"{theirs:.0f}", f"{theirs / 250:.0%}"],
+        ],
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="CSV scoring rows")
+    parser.add_argument("--memory-rows", type=int, nargs=2, default=(100_000, 2_000_000))
+    parser.add_argument("--calls", type=int, default=5_000, help="single-row calls per model")
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep bench/out for a re-run")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=OUT))
+    import onnxruntime
+    import sklearn
+
+    print(f"skyscore bench — python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "
+          f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    started = time.perf_counter()
+    home, models = setup(work)
+    print(f"setup (train + register 2 models) {time.perf_counter() - started:.1f}s")
+    bench_cold_start(home, models, work, args.cold_runs)
+    bench_handler(home, models, work, args.calls)
+    bench_files(home, models, work, args.rows)
+    bench_memory(home, models, work, *args.memory_rows)
+    bench_sizes()
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

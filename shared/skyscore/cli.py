@@ -1,0 +1,240 @@
+"""``skyscore``: the command-line contract (kept stable; documented here and in the README).
+
+Exit status 0 on success; non-zero with a one-line reason on stderr otherwise. A file with some
+bad rows is a success with a non-empty error report. Heavy modules are imported per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from skyscore.errors import SkyscoreError
+from skyscore.home import LocalHome
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _home_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--home",
+        default=None,
+        help="local home holding models/, inbox/, predictions/ "
+        "(default: $SKYSCORE_HOME, else ./.skyscore)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All commands and their arguments."""
+    home = _home_parent()
+    parser = argparse.ArgumentParser(
+        prog="skyscore",
+        description="Serve scikit-learn models as ONNX: train, register, score files, serve HTTP.",
+        epilog="Exit status: 0 on success (a file with some bad rows included), 1 on failure, "
+        "2 on usage errors. Failures print one line on stderr.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        parents=[home],
+        help="train a model on labelled data and register a new version",
+        description="Train on a labelled CSV/Parquet file, convert the whole pipeline to ONNX, "
+        "refuse it unless ONNX matches scikit-learn within 1e-4, and register it as a new version "
+        "of NAME. Promote it to 'production' only with --promote.",
+    )
+    train.add_argument("data", metavar="DATA", help="labelled CSV or Parquet file (or directory)")
+    train.add_argument("--target", required=True, metavar="COLUMN", help="label column")
+    train.add_argument("--name", required=True, metavar="NAME", help="model name")
+    train.add_argument("--estimator", choices=("logreg", "hgb"), default="hgb", help="default: hgb")
+    train.add_argument("--id-column", metavar="COLUMN", help="passed through to predictions")
+    train.add_argument("--promote", action="store_true", help="point 'production' at the new version")
+    train.add_argument("--seed", type=int, default=0)
+
+    score = commands.add_parser(
+        "score",
+        parents=[home],
+        help="score a CSV, JSON Lines, JSON or Parquet file",
+        description="Score INPUT with the production version of a model. Writes OUTPUT (same "
+        "format; default: beside INPUT as NAME.predictions.EXT), OUTPUT.errors.jsonl when any row "
+        "failed, and OUTPUT.manifest.json.",
+    )
+    score.add_argument("input", metavar="INPUT")
+    score.add_argument("--model", required=True, metavar="NAME")
+    score.add_argument("--version", default="production", help="version or alias (default: production)")
+    score.add_argument("--output", metavar="OUTPUT")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[home],
+        help="run the local runtime: HTTP API and inbox watcher",
+        description="Serve /v1/models/{name}/predict, the Open Inference Protocol (/v2/...) and "
+        "/openapi.json, and score files dropped into HOME/inbox/ into HOME/predictions/.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model", default=None, help="model for files dropped straight into inbox/")
+
+    promote = commands.add_parser("promote", parents=[home], help="point 'production' at VERSION")
+    promote.add_argument("name", metavar="NAME")
+    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("--reason", default="manual promotion")
+
+    rollback = commands.add_parser(
+        "rollback", parents=[home], help="point 'production' back at its previous version"
+    )
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument("--reason", default="manual rollback")
+
+    models = commands.add_parser("models", parents=[home], help="list models, versions and aliases")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser(
+        "demo",
+        parents=[home],
+        help="train, register, serve and score end to end on the local runtime",
+    )
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, register, optionally promote."""
+    from skyscore.train import TrainConfig, train
+
+    home = LocalHome.resolve(args.home).ensure()
+    config = TrainConfig(
+        data=args.data,
+        target=args.target,
+        name=args.name,
+        estimator=args.estimator,
+        id_column=args.id_column,
+        seed=args.seed,
+    )
+    result = train(config, log=lambda m: print(f"  {m}", file=sys.stderr))
+    registry = home.registry()
+    card = registry.register(result.card, result.onnx_bytes, reason="skyscore train")
+    print(f"registered {card.name} version {card.version}")
+    print("  held-out: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(card.metrics.items())))
+    if args.promote:
+        registry.promote(card.name, card.version, reason="skyscore train --promote")
+        print(f"promoted {card.name} version {card.version} to production")
+    return EXIT_OK
+
+
+def default_output_path(source: Path) -> Path:
+    """``data.csv`` → ``data.predictions.csv`` beside it (``.tar.gz``-style suffixes kept whole)."""
+    suffixes = "".join(source.suffixes[-1:])
+    stem = source.name[: len(source.name) - len(suffixes)] if suffixes else source.name
+    return source.with_name(f"{stem}.predictions{suffixes}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score one file with a registered model."""
+    from skyscore.scoring import score_path
+
+    home = LocalHome.resolve(args.home)
+    predictor = home.registry().get_predictor(args.model, args.version)
+    source = Path(args.input)
+    output = Path(args.output) if args.output else default_output_path(source)
+    report = score_path(source, output, predictor)
+    print(
+        f"scored {report.rows_scored:,} of {report.rows_read:,} rows with "
+        f"{predictor.name} v{predictor.version} -> {output}"
+    )
+    if report.rows_failed:
+        print(f"  {report.rows_failed:,} bad rows reported in {output}.errors.jsonl")
+    print(f"  manifest: {output}.manifest.json")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the local runtime until interrupted."""
+    from skyscore.server import LocalRuntime
+
+    home = LocalHome.resolve(args.home).ensure()
+    runtime = LocalRuntime(home.root, host=args.host, port=args.port, default_model=args.model)
+    runtime.start()
+    print(f"skyscore serving {runtime.url} (inbox: {home.inbox}); Ctrl-C stops", file=sys.stderr)
+    try:
+        runtime.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point production at a version."""
+    registry = LocalHome.resolve(args.home).registry()
+    registry.promote(args.name, args.version, reason=args.reason)
+    print(f"promoted {args.name} version {args.version} to production")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Point production back at its previous version."""
+    registry = LocalHome.resolve(args.home).registry()
+    version = registry.rollback(args.name, reason=args.reason)
+    print(f"rolled {args.name} production back to version {version}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List models, versions, aliases."""
+    registry = LocalHome.resolve(args.home).registry()
+    listing: dict[str, Any] = {}
+    for name in registry.list_models():
+        listing[name] = {"versions": registry.list_versions(name), "aliases": registry.aliases(name)}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return EXIT_OK
+    if not listing:
+        print("no models yet: try `skyscore train` or `skyscore demo`")
+    for name, info in listing.items():
+        aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(info["aliases"].items())) or "none"
+        print(f"{name}: versions {', '.join(info['versions'])}; aliases: {aliases}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The guided end-to-end demo."""
+    from skyscore.demo import run_demo
+
+    return run_demo(LocalHome.resolve(args.home))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "score": cmd_score,
+    "serve": cmd_serve,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "models": cmd_models,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skyscore`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SkyscoreError as error:
+        print(f"skyscore {args.command}: {error.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, ValueError) as error:
+        print(f"skyscore {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

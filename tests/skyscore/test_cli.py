@@ -1,0 +1,106 @@
+"""The command-line contract, run as users run it: the installed ``skyscore`` script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SKYSCORE = shutil.which("skyscore", path=str(Path(sys.executable).parent)) or "skyscore"
+
+
+def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [SKYSCORE, *args, "--home", str(home)], capture_output=True, text=True, check=False
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A home with two versions of ``cancer``: v1 promoted at train time, v2 registered only."""
+    root = tmp_path_factory.mktemp("home")
+    data = str(data_dir / "breast_cancer.csv")
+    first = run("train", data, "--target", "diagnosis", "--name", "cancer", "--estimator",
+                "logreg", "--id-column", "patient_id", "--promote", home=root)
+    assert "registered cancer version 1" in first.stdout
+    assert "promoted cancer version 1 to production" in first.stdout
+    second = run("train", data, "--target", "diagnosis", "--name", "cancer", "--estimator",
+                 "hgb", "--id-column", "patient_id", home=root)
+    assert "registered cancer version 2" in second.stdout and "promoted" not in second.stdout
+    return root
+
+
+def test_models_lists_versions_and_aliases(home: Path) -> None:
+    listing = json.loads(run("models", "--json", home=home).stdout)
+    assert listing["cancer"]["versions"] == ["1", "2"]
+    assert listing["cancer"]["aliases"] == {"production": "1"}
+    assert "cancer: versions 1, 2; aliases: production -> 1" in run("models", home=home).stdout
+
+
+def test_promote_then_rollback(home: Path) -> None:
+    assert "version 2 to production" in run("promote", "cancer", "2", home=home).stdout
+    assert "back to version 1" in run("rollback", "cancer", home=home).stdout
+    listing = json.loads(run("models", "--json", home=home).stdout)
+    assert listing["cancer"]["aliases"]["production"] == "1"
+
+
+def test_score_reports_bad_rows_and_succeeds(home: Path, data_dir: Path, tmp_path: Path) -> None:
+    lines = (data_dir / "breast_cancer.csv").read_text().splitlines()[:21]
+    header = lines[0].split(",")
+    target = header.index("diagnosis")
+    rows = [",".join(f for i, f in enumerate(line.split(",")) if i != target) for line in lines]
+    broken = rows[3].split(",")
+    broken[header.index("mean_texture") - 1] = "abc"
+    rows[3] = ",".join(broken)
+    source = tmp_path / "patients.csv"
+    source.write_text("\n".join(rows) + "\n")
+
+    result = run("score", str(source), "--model", "cancer", home=home)
+    output = tmp_path / "patients.predictions.csv"
+    assert "scored 19 of 20 rows" in result.stdout
+    out_lines = output.read_text().splitlines()
+    assert out_lines[0].split(",")[:3] == ["row", "patient_id", "label"]
+    assert len(out_lines) == 20
+    errors = [json.loads(x) for x in Path(f"{output}.errors.jsonl").read_text().splitlines()]
+    assert errors == [{"row": 3, "column": "mean_texture", "reason": errors[0]["reason"]}]
+    manifest = json.loads(Path(f"{output}.manifest.json").read_text())
+    assert manifest["rows_scored"] == 19 and manifest["rows_failed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (("score", "missing.csv", "--model", "cancer"), "missing.csv"),
+        (("score", "x.csv", "--model", "nosuchmodel"), "nosuchmodel"),
+        (("rollback", "nosuchmodel"), "nosuchmodel"),
+        (("promote", "cancer", "99"), "99"),
+    ],
+)
+def test_failures_exit_non_zero_with_one_line(
+    home: Path, tmp_path: Path, args: tuple[str, ...], reason: str
+) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    result = subprocess.run(
+        [SKYSCORE, *args, "--home", str(home)], capture_output=True, text=True, check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], result.stderr
+
+
+def test_usage_error_exits_2(home: Path) -> None:
+    assert run("score", home=home, check=False).returncode == 2
+
+
+def test_help_documents_every_command() -> None:
+    text = subprocess.run([SKYSCORE, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "score", "serve", "promote", "rollback", "models", "demo"):
+        assert command in text
