@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,12 +85,27 @@ def setup(work: Path) -> tuple[LocalHome, list[Model]]:
     synthetic_data = write_synthetic_csv(work / "synthetic_train.csv", 100_000, seed=11)
     models = []
     for label, config in (
-        ("demo (logreg, breast cancer)", TrainConfig(
-            data=str(demo_data), target=DEMO_TARGET, name="cancer", estimator="logreg",
-            id_column=DEMO_ID)),
-        ("hgb (30 num + 3 cat)", TrainConfig(
-            data=str(synthetic_data), target=SYNTHETIC_TARGET, name="fraud", estimator="hgb",
-            id_column=SYNTHETIC_ID, max_iter=100)),
+        (
+            "demo (logreg, breast cancer)",
+            TrainConfig(
+                data=str(demo_data),
+                target=DEMO_TARGET,
+                name="cancer",
+                estimator="logreg",
+                id_column=DEMO_ID,
+            ),
+        ),
+        (
+            "hgb (30 num + 3 cat)",
+            TrainConfig(
+                data=str(synthetic_data),
+                target=SYNTHETIC_TARGET,
+                name="fraud",
+                estimator="hgb",
+                id_column=SYNTHETIC_ID,
+                max_iter=100,
+            ),
+        ),
     ):
         result = train(config)
         registry = home.registry()
@@ -180,82 +194,103 @@ def bench_cold_start(home: LocalHome, models: list[Model], work: Path, runs: int
     for model in models:
         row = json.dumps(first_row(model))
         ort_args = [python, "-c", ORT_CHILD, str(home.root), model.name, row]
-        sk_args = [python, "-c", SKLEARN_CHILD, str(work / f"{model.name}.joblib"), row,
-                   json.dumps(model.columns)]
+        sk_args = [
+            python,
+            "-c",
+            SKLEARN_CHILD,
+            str(work / f"{model.name}.joblib"),
+            row,
+            json.dumps(model.columns),
+        ]
         _spawn(ort_args), _spawn(sk_args)  # warm the page cache for both
         ort = statistics.median(_spawn(ort_args) for _ in range(runs))
         sk = statistics.median(_spawn(sk_args) for _ in range(runs))
         rows.append([model.label, f"{ort * 1e3:.0f}", f"{sk * 1e3:.0f}", f"**{sk / ort:.1f}x**"])
     table(
-        f"Cold start: fresh process to first prediction, median of {runs} (target {TARGETS['cold start vs sklearn']})",
+        f"Cold start: fresh process to first prediction, median of {runs} "
+        f"(target {TARGETS['cold start vs sklearn']})",
         ["model", "skyscore (registry + ONNX) ms", "scikit-learn + joblib + pandas ms", "speed-up"],
         rows,
     )
 
 
 # ------------------------------------------------------------------------------ handler latency
-def bench_handler(home: LocalHome, models: list[Model], work: Path, calls: int) -> None:
+def _time_calls(fn: Callable[[int], object], n: int, distinct: int) -> list[float]:
+    """Per-call wall times in µs, cycling over ``distinct`` inputs."""
+    samples = []
+    for i in range(n):
+        start = time.perf_counter_ns()
+        fn(i % distinct)
+        samples.append((time.perf_counter_ns() - start) / 1e3)
+    return samples
+
+
+def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[str]:
+    import csv
+
     import joblib
     import pandas as pd
-
     from skyscore.dataplane import DataPlane, RegistryModelProvider, Request
 
     plane = DataPlane(RegistryModelProvider(home.registry()))
-    rows = []
-    for model in models:
-        predictor = home.registry().get_predictor(model.name)
-        lines = scoring_file(model, 2_000, work / f"{model.name}-small.csv")
-        import csv
+    predictor = home.registry().get_predictor(model.name)
+    source = scoring_file(model, 2_000, work / f"{model.name}-small.csv")
+    with source.open() as handle:
+        records: list[dict[str, Any]] = list(csv.DictReader(handle))[:200]
+    for record in records:
+        for key in predictor.card.numeric_features:
+            record[key] = float(record[key])
+    bodies = [json.dumps({"instances": [r]}).encode() for r in records]
+    headers = {"content-type": "application/json"}
+    path = f"/v1/models/{model.name}/predict"
+    batches = [predictor.schema.records_to_batch([r])[0] for r in records]
+    n = len(records)
 
-        with lines.open() as handle:
-            records = list(csv.DictReader(handle))[:200]
-        numeric = predictor.card.numeric_features
-        for record in records:
-            for key in numeric:
-                record[key] = float(record[key])
-        bodies = [json.dumps({"instances": [r]}).encode() for r in records]
-        headers = {"content-type": "application/json"}
-        path = f"/v1/models/{model.name}/predict"
-        batches = [predictor.schema.records_to_batch([r])[0] for r in records]
+    def ours(i: int) -> object:
+        return plane.handle(Request("POST", path, headers, bodies[i]))
 
-        def time_calls(fn: Callable[[int], object], n: int) -> list[float]:
-            samples = []
-            for i in range(n):
-                start = time.perf_counter_ns()
-                fn(i % len(records))
-                samples.append((time.perf_counter_ns() - start) / 1e3)
-            return samples
+    def raw(i: int) -> object:
+        return predictor.predict_arrays(batches[i].numeric, batches[i].categorical)
 
-        for i in range(50):  # warm-up
-            plane.handle(Request("POST", path, headers, bodies[i % len(bodies)]))
-        raw = time_calls(lambda i: predictor.predict_arrays(batches[i].numeric, batches[i].categorical), calls)
-        ours = time_calls(lambda i: plane.handle(Request("POST", path, headers, bodies[i])), calls)
-        assert plane.handle(Request("POST", path, headers, bodies[0])).status == 200
-        sk_model = joblib.load(work / f"{model.name}.joblib")
-        columns = model.columns
+    sk_model = joblib.load(work / f"{model.name}.joblib")
 
-        def naive(i: int) -> bytes:
-            payload = json.loads(bodies[i])
-            frame = pd.DataFrame([[inst[c] for c in columns] for inst in payload["instances"]])
-            proba = sk_model.predict_proba(frame)
-            return json.dumps({"predictions": proba.tolist()}).encode()
+    def naive(i: int) -> bytes:
+        payload = json.loads(bodies[i])
+        frame = pd.DataFrame([[inst[c] for c in model.columns] for inst in payload["instances"]])
+        proba = sk_model.predict_proba(frame)
+        return json.dumps({"predictions": proba.tolist()}).encode()
 
-        for i in range(10):
-            naive(i)
-        naive_samples = time_calls(naive, max(calls // 10, 100))
-        raw50, ours50, naive50 = (percentile(s, 50) for s in (raw, ours, naive_samples))
-        rows.append([
-            model.label,
-            f"{raw50:.1f} / {percentile(raw, 99):.1f}",
-            f"{ours50:.1f} / {percentile(ours, 99):.1f}",
-            f"**{ours50 - raw50:.1f}**",
-            f"{naive50:.0f} / {percentile(naive_samples, 99):.0f}",
-            f"**{naive50 / ours50:.0f}x**",
-        ])
+    response = plane.handle(Request("POST", path, headers, bodies[0]))
+    assert response.status == 200, response.body
+    _time_calls(ours, 200, n), _time_calls(raw, 200, n), _time_calls(naive, 20, n)  # warm-up
+    raw_us = _time_calls(raw, calls, n)
+    ours_us = _time_calls(ours, calls, n)
+    naive_us = _time_calls(naive, max(calls // 10, 100), n)
+    raw50, ours50, naive50 = (percentile(s, 50) for s in (raw_us, ours_us, naive_us))
+    return [
+        model.label,
+        f"{raw50:.1f} / {percentile(raw_us, 99):.1f}",
+        f"{ours50:.1f} / {percentile(ours_us, 99):.1f}",
+        f"**{ours50 - raw50:.1f}**",
+        f"{naive50:.0f} / {percentile(naive_us, 99):.0f}",
+        f"**{naive50 / ours50:.0f}x**",
+    ]
+
+
+def bench_handler(home: LocalHome, models: list[Model], work: Path, calls: int) -> None:
+    rows = [_handler_row(home, model, work, calls) for model in models]
     table(
-        "Single-row prediction, request bytes → response bytes through the HTTP dataplane, µs p50 / p99 "
-        f"(overhead target {TARGETS['handler overhead p50']}, vs naive {TARGETS['handler vs pandas+sklearn']})",
-        ["model", "raw session.run", "skyscore handler", "overhead p50", "pandas + sklearn handler", "speed-up"],
+        "Single-row prediction through the HTTP dataplane (request bytes → response bytes), "
+        "µs p50 / p99 (overhead target "
+        f"{TARGETS['handler overhead p50']}, vs naive {TARGETS['handler vs pandas+sklearn']})",
+        [
+            "model",
+            "raw session.run",
+            "skyscore handler",
+            "overhead p50",
+            "pandas + sklearn handler",
+            "speed-up",
+        ],
         rows,
     )
 
@@ -316,27 +351,54 @@ def bench_files(home: LocalHome, models: list[Model], work: Path, rows: int) -> 
         naive_out = work / f"{model.name}-{rows}.naive.csv"
         line = subprocess.run(
             [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.split()
         ours, scored = float(line[0]), int(line[1])
-        naive = float(subprocess.run(
-            [python, "-c", NAIVE_CHILD, str(work / f"{model.name}.joblib"), str(source),
-             str(naive_out), json.dumps(model.columns), model.id_column or ""],
-            check=True, capture_output=True, text=True,
-        ).stdout.split()[0])
+        naive = float(
+            subprocess.run(
+                [
+                    python,
+                    "-c",
+                    NAIVE_CHILD,
+                    str(work / f"{model.name}.joblib"),
+                    str(source),
+                    str(naive_out),
+                    json.dumps(model.columns),
+                    model.id_column or "",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[0]
+        )
         raw = raw_ort_seconds(model, home, source)
-        results.append([
-            model.label, f"{scored:,}",
-            f"{rows / ours / 1e3:,.0f}k", f"{rows / naive / 1e3:,.0f}k", f"{rows / raw / 1e3:,.0f}k",
-            f"**{naive / ours:.1f}x**", f"**{raw / ours:.0%}**",
-        ])
+        results.append(
+            [
+                model.label,
+                f"{scored:,}",
+                f"{rows / ours / 1e3:,.0f}k",
+                f"{rows / naive / 1e3:,.0f}k",
+                f"{rows / raw / 1e3:,.0f}k",
+                f"**{naive / ours:.1f}x**",
+                f"**{raw / ours:.0%}**",
+            ]
+        )
         for path in (ours_out, naive_out):
             path.unlink(missing_ok=True)
     table(
         f"CSV → CSV scoring of {rows:,} rows, rows/s, warm process (targets: vs naive "
         f"{TARGETS['csv vs naive']}, of raw ORT {TARGETS['csv vs raw ORT']})",
-        ["model", "rows scored", "skyscore score_path", "naive pandas + sklearn + to_csv",
-         "raw ORT on ready arrays", "vs naive", "of raw ORT"],
+        [
+            "model",
+            "rows scored",
+            "skyscore score_path",
+            "naive pandas + sklearn + to_csv",
+            "raw ORT on ready arrays",
+            "vs naive",
+            "of raw ORT",
+        ],
         results,
     )
 
@@ -350,14 +412,17 @@ def bench_memory(home: LocalHome, models: list[Model], work: Path, small: int, l
         out = work / f"{model.name}-{rows}.mem.csv"
         line = subprocess.run(
             [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(out)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.split()
         peaks.append((rows, source.stat().st_size, int(line[2]) / 1024))
         out.unlink(missing_ok=True)
     rows_out = [[f"{r:,}", f"{size / 1e6:,.0f}", f"{peak:,.0f}"] for r, size, peak in peaks]
     rows_out.append(["ratio", "", f"**{peaks[1][2] / peaks[0][2]:.2f}x**"])
     table(
-        f"Peak memory (max RSS) scoring CSV → CSV, hgb model (target {TARGETS['memory 2M vs 100k']})",
+        "Peak memory (max RSS) scoring CSV → CSV, hgb model "
+        f"(target {TARGETS['memory 2M vs 100k']})",
         ["rows", "input MB", "peak RSS MiB"],
         rows_out,
     )
@@ -381,7 +446,11 @@ def _dist_size(names: list[str]) -> float:
             if path.is_file():
                 total += path.stat().st_size
             else:
-                total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+                total += sum(
+                    p.stat().st_size
+                    for p in path.rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts
+                )
     return total / 2**20
 
 
@@ -412,8 +481,10 @@ def main() -> int:
     import onnxruntime
     import sklearn
 
-    print(f"skyscore bench — python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "
-          f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"skyscore bench — python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}, "
+        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs"
+    )
     started = time.perf_counter()
     home, models = setup(work)
     print(f"setup (train + register 2 models) {time.perf_counter() - started:.1f}s")

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", required=True, metavar="NAME", help="model name")
     train.add_argument("--estimator", choices=("logreg", "hgb"), default="hgb", help="default: hgb")
     train.add_argument("--id-column", metavar="COLUMN", help="passed through to predictions")
-    train.add_argument("--promote", action="store_true", help="point 'production' at the new version")
+    train.add_argument(
+        "--promote", action="store_true", help="point 'production' at the new version"
+    )
     train.add_argument("--seed", type=int, default=0)
 
     score = commands.add_parser(
@@ -69,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("input", metavar="INPUT")
     score.add_argument("--model", required=True, metavar="NAME")
-    score.add_argument("--version", default="production", help="version or alias (default: production)")
+    score.add_argument(
+        "--version", default="production", help="version or alias (default: production)"
+    )
     score.add_argument("--output", metavar="OUTPUT")
 
     serve = commands.add_parser(
@@ -193,7 +197,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     registry = LocalHome.resolve(args.home).registry()
     listing: dict[str, Any] = {}
     for name in registry.list_models():
-        listing[name] = {"versions": registry.list_versions(name), "aliases": registry.aliases(name)}
+        listing[name] = {
+            "versions": registry.list_versions(name),
+            "aliases": registry.aliases(name),
+        }
     if args.json:
         print(json.dumps(listing, indent=2))
         return EXIT_OK

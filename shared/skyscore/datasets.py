@@ -75,7 +75,12 @@ def synthetic_arrays(
 
 
 def write_synthetic_csv(
-    path: Path, rows: int, *, seed: int = 0, labelled: bool = True, shift: float = 0.0,
+    path: Path,
+    rows: int,
+    *,
+    seed: int = 0,
+    labelled: bool = True,
+    shift: float = 0.0,
     block: int = 100_000,
 ) -> Path:
     """Write a synthetic table in blocks (bounded memory, any size)."""

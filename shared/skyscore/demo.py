@@ -43,7 +43,7 @@ class Steps:
         print(f"      done in {time.perf_counter() - self.started:.1f}s", flush=True)
 
 
-def _post_json(url: str, payload: Any) -> tuple[int, Any]:  # noqa: ANN401 - any JSON
+def _post_json(url: str, payload: Any) -> tuple[int, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
@@ -54,7 +54,7 @@ def _post_json(url: str, payload: Any) -> tuple[int, Any]:  # noqa: ANN401 - any
         return error.code, json.loads(error.read())
 
 
-def _sample_file(home: LocalHome, frame: Any) -> tuple[Path, list[str]]:  # noqa: ANN401
+def _sample_file(home: LocalHome, frame: Any) -> tuple[Path, list[str]]:
     """Unlabelled rows to score, with three deliberately broken ones."""
     sample = frame.drop(columns=["diagnosis"]).sample(SAMPLE_ROWS, random_state=7)
     sample = sample.reset_index(drop=True)
@@ -119,8 +119,12 @@ def run_demo(home: LocalHome) -> int:
     steps.begin("Training logistic regression, converting the whole pipeline to ONNX")
     result = train(
         TrainConfig(
-            data=str(training_file), target=DEMO_TARGET, name=MODEL, estimator="logreg",
-            id_column=DEMO_ID, description="skyscore demo: breast cancer diagnosis",
+            data=str(training_file),
+            target=DEMO_TARGET,
+            name=MODEL,
+            estimator="logreg",
+            id_column=DEMO_ID,
+            description="skyscore demo: breast cancer diagnosis",
         ),
         log=steps.say,
     )
@@ -139,8 +143,9 @@ def run_demo(home: LocalHome) -> int:
     steps.say(f"model card: {home.root / 'models' / MODEL / card.version / 'card.json'}")
     steps.done()
 
-    runtime = LocalRuntime(home.root, host="127.0.0.1", port=0, default_model=MODEL,
-                           poll_seconds=0.2)
+    runtime = LocalRuntime(
+        home.root, host="127.0.0.1", port=0, default_model=MODEL, poll_seconds=0.2
+    )
     runtime.start()
     try:
         steps.begin(f"Scoring a file through the inbox (local runtime at {runtime.url})")
@@ -173,14 +178,14 @@ def run_demo(home: LocalHome) -> int:
         steps.done()
 
         steps.begin("Calling the HTTP API")
-        instances = json.loads(
-            frame.drop(columns=[DEMO_TARGET]).head(2).to_json(orient="records")
-        )
+        instances = json.loads(frame.drop(columns=[DEMO_TARGET]).head(2).to_json(orient="records"))
         url = f"{runtime.url}/v1/models/{MODEL}/predict"
         status, body = _post_json(url, {"instances": instances})
         steps.say(f"POST {url} (2 patients) -> {status}")
         for prediction in body.get("predictions", []):
-            probabilities = ", ".join(f"{k}={v:.3f}" for k, v in prediction["probabilities"].items())
+            probabilities = ", ".join(
+                f"{k}={v:.3f}" for k, v in prediction["probabilities"].items()
+            )
             steps.say(f"    {prediction.get('id')}: {prediction['label']} ({probabilities})")
         bad = dict(instances[0], mean_radius="big")
         status, problem = _post_json(url, {"instances": [bad]})

@@ -30,7 +30,7 @@ def patch_tree_ensemble_bools() -> bool:
         return False
 
     @functools.wraps(original)
-    def add_node(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - mirrors skl2onnx
+    def add_node(*args: Any, **kwargs: Any) -> Any:
         if "nodes_missing_value_tracks_true" in kwargs:
             kwargs["nodes_missing_value_tracks_true"] = int(
                 kwargs["nodes_missing_value_tracks_true"]
@@ -43,7 +43,7 @@ def patch_tree_ensemble_bools() -> bool:
 
 
 def pipeline_to_onnx(
-    pipeline: Any,  # noqa: ANN401 - sklearn.pipeline.Pipeline
+    pipeline: Any,
     n_numeric: int,
     n_categorical: int,
     *,

@@ -98,9 +98,9 @@ class Predictor:
         indices: np.ndarray = probabilities.argmax(axis=1)
         return indices
 
-    def predict_instances(self, instances: Sequence[Any], *, id_column: str | None = None) -> list[
-        dict[str, Any]
-    ]:
+    def predict_instances(
+        self, instances: Sequence[Any], *, id_column: str | None = None
+    ) -> list[dict[str, Any]]:
         """HTTP-style prediction: every instance valid or a 422 naming the first bad field.
 
         Each prediction is ``{"id"?: ..., "label": ..., "probabilities": {class: p}}``.

@@ -51,7 +51,11 @@ class Batch:
 
     def take(self, mask: np.ndarray) -> Batch:
         """The rows where ``mask`` is true."""
-        ids = None if self.ids is None else [i for i, keep in zip(self.ids, mask, strict=True) if keep]
+        ids = (
+            None
+            if self.ids is None
+            else [i for i, keep in zip(self.ids, mask, strict=True) if keep]
+        )
         return Batch(self.rows[mask], self.numeric[mask], self.categorical[mask], ids)
 
 
@@ -103,7 +107,7 @@ class InputSchema:
         present = set(names)
         return [n for n in self.columns if n not in present]
 
-    def check_record(self, record: Any) -> RowError | None:  # noqa: ANN401 - any JSON value
+    def check_record(self, record: Any) -> RowError | None:
         """Why one record cannot be scored, or ``None``; row number is filled by the caller."""
         if not isinstance(record, Mapping):
             return RowError(0, None, f"expected a JSON object, got {type(record).__name__}")
@@ -117,8 +121,10 @@ class InputSchema:
             if name not in record:
                 return RowError(0, name, "missing column")
             value = record[name]
-            if value is not None and not isinstance(value, str) and (
-                isinstance(value, bool) or not isinstance(value, int)
+            if (
+                value is not None
+                and not isinstance(value, str)
+                and (isinstance(value, bool) or not isinstance(value, int))
             ):
                 return RowError(0, name, f"expected a string category, got {_json_type(value)}")
         if self.strict:
@@ -157,7 +163,7 @@ class InputSchema:
         return Batch(np.asarray(rows, dtype=np.int64), numeric, categorical, ids), errors
 
 
-def numeric_problem(value: Any) -> str | None:  # noqa: ANN401 - any JSON value
+def numeric_problem(value: Any) -> str | None:
     """Why a JSON value is not a usable numeric feature (``None`` = fine; null means missing)."""
     if value is None:
         return None
@@ -170,7 +176,7 @@ def numeric_problem(value: Any) -> str | None:  # noqa: ANN401 - any JSON value
     return None
 
 
-def _json_type(value: Any) -> str:  # noqa: ANN401
+def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):

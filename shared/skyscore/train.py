@@ -78,8 +78,15 @@ class TrainResult:
 
 
 def gcs_fuse_path(uri: str) -> str:
-    """Vertex AI mounts Cloud Storage at ``/gcs``: ``gs://b/k`` is readable as ``/gcs/b/k``."""
-    return "/gcs/" + uri.removeprefix("gs://") if uri.startswith("gs://") else uri
+    """A local path for a data URI: Vertex AI mounts Cloud Storage at ``/gcs`` (``gs://b/k`` is
+    readable as ``/gcs/b/k``), and ``file://`` URIs (the local job runner) are plain paths."""
+    if uri.startswith("gs://"):
+        return "/gcs/" + uri.removeprefix("gs://")
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
 
 
 def data_files(data: str) -> list[Path]:
@@ -161,7 +168,7 @@ def prepare_features(
 
 def build_pipeline(
     estimator: str, n_numeric: int, n_categorical: int, *, seed: int, max_iter: int
-) -> Any:  # noqa: ANN401 - sklearn.pipeline.Pipeline
+) -> Any:
     """Impute + scale numerics (linear models only: trees need no scaler), impute + one-hot
     categoricals (unknown categories ignored), then the estimator."""
     from sklearn.compose import ColumnTransformer
@@ -205,7 +212,7 @@ def _design_frame(num: np.ndarray, cat: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def _round_imputer_statistics(pipeline: Any) -> None:  # noqa: ANN401
+def _round_imputer_statistics(pipeline: Any) -> None:
     """Store numeric imputer fills as float32 values, exactly as ONNX will apply them."""
     for name, transformer, _ in pipeline.named_steps["preprocess"].transformers_:
         if name == "numeric":
@@ -219,7 +226,13 @@ def numeric_baseline(values: np.ndarray) -> NumericBaseline:
     missing_rate = float(1.0 - present.size / values.size) if values.size else 0.0
     if present.size == 0:
         return NumericBaseline(
-            edges=[], frequencies=[1.0], missing_rate=missing_rate, min=0.0, max=0.0, mean=0.0, std=0.0
+            edges=[],
+            frequencies=[1.0],
+            missing_rate=missing_rate,
+            min=0.0,
+            max=0.0,
+            mean=0.0,
+            std=0.0,
         )
     quantiles = np.quantile(present, np.linspace(0, 1, BASELINE_BINS + 1)[1:-1])
     edges = np.unique(quantiles.astype(np.float32).astype(np.float64))
@@ -247,7 +260,9 @@ def categorical_baseline(values: np.ndarray) -> CategoricalBaseline:
     )
 
 
-def holdout_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+def holdout_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, classes: np.ndarray
+) -> dict[str, float]:
     """Held-out quality of what will be served (the ONNX probabilities)."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
@@ -274,7 +289,7 @@ def _normalised(probabilities: np.ndarray) -> np.ndarray:
     return result
 
 
-def _python_scalar(value: Any) -> str | int:  # noqa: ANN401
+def _python_scalar(value: Any) -> str | int:
     """Class labels as JSON scalars (numpy ints → int; floats that are whole → int)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -287,10 +302,32 @@ def _python_scalar(value: Any) -> str | int:  # noqa: ANN401
     return str(value)
 
 
-def train(config: TrainConfig, *, log: Any = None) -> TrainResult:  # noqa: ANN401
-    """Fit, convert, verify parity and describe one model; raises rather than publish a bad one."""
+def split_holdout(
+    num: np.ndarray, cat: np.ndarray, y: np.ndarray, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out rows by the hash of their features (see :mod:`skyscore.holdout`), so the quality
+    gate can find the same rows later; fall back to a seeded stratified split when the hash split
+    leaves a side without every class (tiny data)."""
+    from skyscore.holdout import holdout_mask
+
+    mask = holdout_mask(num, cat, config.holdout_fraction)
+    hold_idx, train_idx = np.flatnonzero(mask), np.flatnonzero(~mask)
+    classes = set(np.unique(y).tolist())
+    if set(np.unique(y[train_idx]).tolist()) == classes and len(hold_idx) >= 2:
+        return train_idx, hold_idx
     from sklearn.model_selection import train_test_split
 
+    _, counts = np.unique(y, return_counts=True)
+    stratify = y if counts.min() >= 2 else None
+    indices = np.arange(len(y))
+    train_part, hold_part = train_test_split(
+        indices, test_size=config.holdout_fraction, random_state=config.seed, stratify=stratify
+    )
+    return np.sort(train_part), np.sort(hold_part)
+
+
+def train(config: TrainConfig, *, log: Any = None) -> TrainResult:
+    """Fit, convert, verify parity and describe one model; raises rather than publish a bad one."""
     say = log or (lambda message: None)
     started = time.perf_counter()
     files = data_files(config.data)
@@ -306,12 +343,7 @@ def train(config: TrainConfig, *, log: Any = None) -> TrainResult:  # noqa: ANN4
         raise TrainingDataError(f"only {len(frame)} labelled rows; at least 20 are needed")
     num, cat = prepare_features(frame, numeric, categorical)
     y_fit = y.astype(str) if any(isinstance(v, str) for v in y) else y.astype(np.int64)
-    indices = np.arange(len(frame))
-    _, counts = np.unique(y_fit, return_counts=True)
-    stratify = y_fit if counts.min() >= 2 else None
-    train_idx, hold_idx = train_test_split(
-        indices, test_size=config.holdout_fraction, random_state=config.seed, stratify=stratify
-    )
+    train_idx, hold_idx = split_holdout(num, cat, y_fit, config)
     say(
         f"training {config.estimator} on {len(train_idx):,} rows "
         f"({len(numeric)} numeric, {len(categorical)} categorical features)"
@@ -336,7 +368,9 @@ def train(config: TrainConfig, *, log: Any = None) -> TrainResult:  # noqa: ANN4
         onnx_bytes, num[hold_idx], cat[hold_idx], bool(numeric), bool(categorical)
     )
     sklearn_probabilities = pipeline.predict_proba(_design_frame(num[hold_idx], cat[hold_idx]))
-    parity = float(np.abs(onnx_probabilities - sklearn_probabilities).max()) if len(hold_idx) else 0.0
+    parity = (
+        float(np.abs(onnx_probabilities - sklearn_probabilities).max()) if len(hold_idx) else 0.0
+    )
     say(f"ONNX vs scikit-learn on {len(hold_idx):,} held-out rows: max |Δp| = {parity:.2e}")
     if not parity <= PARITY_TOLERANCE:
         raise ParityError(
@@ -483,7 +517,9 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> tuple[Tra
     target = args.target or hyper.get("target")
     name = args.name or hyper.get("name") or "model"
     if not data:
-        raise TrainingDataError("no training data: pass DATA or set SM_CHANNEL_TRAIN / AIP_TRAINING_DATA_URI")
+        raise TrainingDataError(
+            "no training data: pass DATA or set SM_CHANNEL_TRAIN / AIP_TRAINING_DATA_URI"
+        )
     if not target:
         raise TrainingDataError("no target column: pass --target (or the 'target' hyperparameter)")
     config = TrainConfig(

@@ -27,12 +27,35 @@ def home(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A home with two versions of ``cancer``: v1 promoted at train time, v2 registered only."""
     root = tmp_path_factory.mktemp("home")
     data = str(data_dir / "breast_cancer.csv")
-    first = run("train", data, "--target", "diagnosis", "--name", "cancer", "--estimator",
-                "logreg", "--id-column", "patient_id", "--promote", home=root)
+    first = run(
+        "train",
+        data,
+        "--target",
+        "diagnosis",
+        "--name",
+        "cancer",
+        "--estimator",
+        "logreg",
+        "--id-column",
+        "patient_id",
+        "--promote",
+        home=root,
+    )
     assert "registered cancer version 1" in first.stdout
     assert "promoted cancer version 1 to production" in first.stdout
-    second = run("train", data, "--target", "diagnosis", "--name", "cancer", "--estimator",
-                 "hgb", "--id-column", "patient_id", home=root)
+    second = run(
+        "train",
+        data,
+        "--target",
+        "diagnosis",
+        "--name",
+        "cancer",
+        "--estimator",
+        "hgb",
+        "--id-column",
+        "patient_id",
+        home=root,
+    )
     assert "registered cancer version 2" in second.stdout and "promoted" not in second.stdout
     return root
 
@@ -88,7 +111,10 @@ def test_failures_exit_non_zero_with_one_line(
 ) -> None:
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     result = subprocess.run(
-        [SKYSCORE, *args, "--home", str(home)], capture_output=True, text=True, check=False,
+        [SKYSCORE, *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=False,
         cwd=tmp_path,
     )
     assert result.returncode == 1

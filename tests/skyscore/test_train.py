@@ -9,7 +9,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from skyscore import onnx_export, train as train_module
+from skyscore import onnx_export
+from skyscore import train as train_module
 from skyscore.card import ModelCard, card_from_json, card_to_json, sha256_hex, verify_artifact
 from skyscore.errors import IntegrityError, ParityError, TrainingDataError
 from skyscore.train import TrainConfig, TrainResult, gcs_fuse_path, main, train
@@ -63,13 +64,17 @@ def test_tampered_artifact_is_refused(demo_model: TrainResult) -> None:
         verify_artifact(demo_model.card, bytes(tampered))
 
 
-def test_parity_failure_refuses_to_publish(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_parity_failure_refuses_to_publish(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train_module, "PARITY_TOLERANCE", 0.0)
     with pytest.raises(ParityError, match="not published"):
-        train(TrainConfig(data=str(data_dir / "breast_cancer.csv"), target="diagnosis",
-                          name="x", estimator="logreg"))
+        train(
+            TrainConfig(
+                data=str(data_dir / "breast_cancer.csv"),
+                target="diagnosis",
+                name="x",
+                estimator="logreg",
+            )
+        )
 
 
 def test_tree_ensemble_patch_coerces_booleans() -> None:
@@ -78,13 +83,37 @@ def test_tree_ensemble_patch_coerces_booleans() -> None:
     onnx_export.patch_tree_ensemble_bools()
     assert getattr(tree_ensemble.add_node, "_skyscore_patched", False)
     attrs: dict[str, list[object]] = {
-        k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_modes",
-                        "nodes_values", "nodes_truenodeids", "nodes_falsenodeids",
-                        "nodes_missing_value_tracks_true", "nodes_hitrates")
+        k: []
+        for k in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_modes",
+            "nodes_values",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "nodes_hitrates",
+        )
     }
-    tree_ensemble.add_node(attrs, True, 0, 1.0, 0, 0, "BRANCH_LEQ", 0.5, 1, 2, None, 0, False,
-                           adjust_threshold_for_sklearn=False, dtype=np.float32,
-                           nodes_missing_value_tracks_true=np.bool_(True))
+    tree_ensemble.add_node(
+        attrs,
+        True,
+        0,
+        1.0,
+        0,
+        0,
+        "BRANCH_LEQ",
+        0.5,
+        1,
+        2,
+        None,
+        0,
+        False,
+        adjust_threshold_for_sklearn=False,
+        dtype=np.float32,
+        nodes_missing_value_tracks_true=np.bool_(True),
+    )
     value = attrs["nodes_missing_value_tracks_true"][0]
     assert value == 1 and type(value) is int
 
@@ -97,7 +126,9 @@ def test_missing_target_is_a_clear_error(data_dir: Path) -> None:
 def test_cli_exit_status_and_one_line_reason(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(data_dir / "missing.csv"), "--target", "y", "--output-dir", str(tmp_path)]) == 1
+    assert (
+        main([str(data_dir / "missing.csv"), "--target", "y", "--output-dir", str(tmp_path)]) == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("skyscore train:") and "does not exist" in err[-1]
 
@@ -139,8 +170,19 @@ def test_vertex_contract(data_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
 def test_azure_ml_contract(data_dir: Path, tmp_path: Path) -> None:
     """Azure ML passes mounted input and output paths as arguments."""
     out = tmp_path / "outputs" / "model"
-    code = main([str(data_dir / "breast_cancer.csv"), "--target", "diagnosis", "--name", "az",
-                 "--estimator", "logreg", "--output-dir", str(out)])
+    code = main(
+        [
+            str(data_dir / "breast_cancer.csv"),
+            "--target",
+            "diagnosis",
+            "--name",
+            "az",
+            "--estimator",
+            "logreg",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     assert _artifacts(out).name == "az"
 

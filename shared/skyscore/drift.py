@@ -1,0 +1,250 @@
+"""Drift: how far a scored batch has moved from the training baseline in its model card.
+
+Population stability index (PSI) per feature on the card's bins (numeric: the baseline's decile
+edges; categorical: known categories plus one bucket for unseen ones), the same on predicted
+classes, plus missing-value and out-of-range rates. Counts accumulate per chunk, so memory stays
+bounded whatever the batch size; numpy only (this runs on the inference path).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from skyscore.card import CategoricalBaseline, ModelCard, NumericBaseline
+from skyscore.schema import MISSING_CATEGORY, Batch
+
+PSI_EPSILON = 1e-4  # share given to empty bins, so PSI stays finite
+PSI_WARN = 0.1
+PSI_ALARM = 0.25
+UNSEEN = "__unseen__"
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
+    """Population stability index: sum((a - e) * ln(a / e)) over bins, shares smoothed by
+    ``PSI_EPSILON`` and renormalised. 0 means identical; above 0.25 is conventionally drift."""
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape or e.size == 0:
+        raise ValueError("psi needs two share vectors of the same, non-zero length")
+    if a.sum() <= 0:
+        return 0.0
+    e = np.maximum(e / max(e.sum(), 1e-12), PSI_EPSILON)
+    a = np.maximum(a / a.sum(), PSI_EPSILON)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def level(value: float) -> str:
+    """``ok`` below 0.1, ``warn`` below 0.25, else ``drift``."""
+    if value >= PSI_ALARM:
+        return "drift"
+    if value >= PSI_WARN:
+        return "warn"
+    return "ok"
+
+
+@dataclass(slots=True)
+class _NumericCounts:
+    baseline: NumericBaseline
+    edges: np.ndarray
+    counts: np.ndarray
+    missing: int = 0
+    out_of_range: int = 0
+    total: int = 0
+
+    def add(self, values: np.ndarray) -> None:
+        missing = np.isnan(values)
+        present = values[~missing].astype(np.float64)
+        self.total += values.size
+        self.missing += int(missing.sum())
+        if present.size:
+            bins = np.searchsorted(self.edges, present, side="right")
+            self.counts += np.bincount(bins, minlength=self.counts.size)
+            self.out_of_range += int(
+                np.count_nonzero((present < self.baseline.min) | (present > self.baseline.max))
+            )
+
+    def merge(self, other: _NumericCounts, sign: int = 1) -> None:
+        self.counts += sign * other.counts
+        self.missing += sign * other.missing
+        self.out_of_range += sign * other.out_of_range
+        self.total += sign * other.total
+
+    def empty_like(self) -> _NumericCounts:
+        return _NumericCounts(self.baseline, self.edges, np.zeros_like(self.counts))
+
+    def result(self) -> dict[str, Any]:
+        present = self.total - self.missing
+        return {
+            "kind": "numeric",
+            "psi": psi(self.baseline.frequencies, self.counts) if present else 0.0,
+            "missing_rate": self.missing / self.total if self.total else 0.0,
+            "baseline_missing_rate": self.baseline.missing_rate,
+            "out_of_range_rate": self.out_of_range / present if present else 0.0,
+            "counts": self.counts.tolist(),
+        }
+
+
+@dataclass(slots=True)
+class _CategoricalCounts:
+    baseline: CategoricalBaseline
+    index: dict[str, int]
+    counts: np.ndarray
+    missing: int = 0
+    total: int = 0
+
+    def add(self, values: np.ndarray) -> None:
+        self.total += values.size
+        names, counts = np.unique(values.astype(str), return_counts=True)
+        unseen = len(self.index)
+        for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+            if name == MISSING_CATEGORY:
+                self.missing += count
+            else:
+                self.counts[self.index.get(name, unseen)] += count
+
+    def merge(self, other: _CategoricalCounts, sign: int = 1) -> None:
+        self.counts += sign * other.counts
+        self.missing += sign * other.missing
+        self.total += sign * other.total
+
+    def empty_like(self) -> _CategoricalCounts:
+        return _CategoricalCounts(self.baseline, self.index, np.zeros_like(self.counts))
+
+    def result(self) -> dict[str, Any]:
+        present = self.total - self.missing
+        expected = [*self.baseline.frequencies.values(), 0.0]
+        return {
+            "kind": "categorical",
+            "psi": psi(expected, self.counts) if present else 0.0,
+            "missing_rate": self.missing / self.total if self.total else 0.0,
+            "baseline_missing_rate": self.baseline.missing_rate,
+            # for categories "out of range" means unseen in training
+            "out_of_range_rate": int(self.counts[-1]) / present if present else 0.0,
+            "counts": dict(zip([*self.index, UNSEEN], self.counts.tolist(), strict=True)),
+        }
+
+
+_Counts = _NumericCounts | _CategoricalCounts
+
+
+class DriftAccumulator:
+    """Scoring observer: feed it every scored chunk, read the batch's ``drift`` object at the end."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.numeric: list[tuple[int, str, _NumericCounts]] = []
+        self.categorical: list[tuple[int, str, _CategoricalCounts]] = []
+        for j, feature in enumerate(f for f in card.features if f.kind == "numeric"):
+            base = feature.baseline
+            if isinstance(base, NumericBaseline):
+                edges = np.asarray(base.edges, dtype=np.float64)
+                counts = np.zeros(len(base.frequencies), dtype=np.int64)
+                self.numeric.append((j, feature.name, _NumericCounts(base, edges, counts)))
+        for j, feature in enumerate(f for f in card.features if f.kind == "categorical"):
+            base = feature.baseline
+            if isinstance(base, CategoricalBaseline):
+                index = {name: i for i, name in enumerate(base.frequencies)}
+                counts = np.zeros(len(index) + 1, dtype=np.int64)
+                self.categorical.append((j, feature.name, _CategoricalCounts(base, index, counts)))
+        classes = card.class_names
+        self.class_baseline = (
+            [card.prediction_baseline.class_frequencies.get(c, 0.0) for c in classes]
+            if card.prediction_baseline
+            else None
+        )
+        self.predicted = np.zeros(len(classes), dtype=np.int64)
+        self.rows = 0
+
+    def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
+        """Count one scored chunk."""
+        self.rows += len(batch)
+        for j, _, numeric_counts in self.numeric:
+            numeric_counts.add(batch.numeric[:, j])
+        for j, _, categorical_counts in self.categorical:
+            categorical_counts.add(batch.categorical[:, j])
+        if len(batch):
+            self.predicted += np.bincount(
+                probabilities.argmax(axis=1), minlength=self.predicted.size
+            )
+
+    def result(self) -> dict[str, Any]:
+        """The manifest's ``drift`` object."""
+        features = {name: c.result() for _, name, c in self.numeric}
+        features.update({name: c.result() for _, name, c in self.categorical})
+        prediction_psi = (
+            psi(self.class_baseline, self.predicted)
+            if self.class_baseline is not None and self.rows
+            else 0.0
+        )
+        worst = max(features, key=lambda n: features[n]["psi"], default=None)
+        max_psi = features[worst]["psi"] if worst else 0.0
+        return {
+            "rows": self.rows,
+            "model_version": self.card.version,
+            "features": features,
+            "prediction_psi": prediction_psi,
+            "prediction_counts": dict(
+                zip(self.card.class_names, self.predicted.tolist(), strict=True)
+            ),
+            "max_psi": max_psi,
+            "max_psi_feature": worst,
+            "missing_rate": _mean(f["missing_rate"] for f in features.values()),
+            "out_of_range_rate": _mean(f["out_of_range_rate"] for f in features.values()),
+            "status": level(max(max_psi, prediction_psi)),
+        }
+
+
+class RollingDrift:
+    """Drift over the last ``window`` scored batches (HTTP requests), for online traffic."""
+
+    def __init__(self, card: ModelCard, window: int = 500) -> None:
+        self.card = card
+        self.total = DriftAccumulator(card)
+        self.window: deque[DriftAccumulator] = deque()
+        self.size = window
+
+    def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
+        """Add a batch; forget the oldest beyond the window."""
+        one = DriftAccumulator(self.card)
+        one.observe(batch, probabilities)
+        self._merge(one, 1)
+        self.window.append(one)
+        if len(self.window) > self.size:
+            self._merge(self.window.popleft(), -1)
+
+    def _merge(self, one: DriftAccumulator, sign: int) -> None:
+        self.total.rows += sign * one.rows
+        self.total.predicted += sign * one.predicted
+        for (_, _, mine), (_, _, theirs) in zip(self.total.numeric, one.numeric, strict=True):
+            mine.merge(theirs, sign)
+        for (_, _, cmine), (_, _, ctheirs) in zip(
+            self.total.categorical, one.categorical, strict=True
+        ):
+            cmine.merge(ctheirs, sign)
+
+    def result(self) -> dict[str, Any]:
+        """Drift over the window."""
+        return self.total.result()
+
+
+def _mean(values: Any) -> float:
+    items = list(values)
+    return float(sum(items) / len(items)) if items else 0.0
+
+
+def summary(drift: Mapping[str, Any]) -> str:
+    """One line for logs and the CLI."""
+    worst = drift.get("max_psi_feature")
+    return (
+        f"drift {drift['status']}: max PSI {drift['max_psi']:.3f}"
+        + (f" ({worst})" if worst else "")
+        + f", prediction PSI {drift['prediction_psi']:.3f}, rows {drift['rows']:,}"
+        + ("" if math.isfinite(drift["max_psi"]) else " (non-finite!)")
+    )
