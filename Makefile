@@ -26,6 +26,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
+	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 test: lint typecheck unit

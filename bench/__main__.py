@@ -230,6 +230,7 @@ def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[
 
     import joblib
     import pandas as pd
+
     from skyscore.dataplane import DataPlane, RegistryModelProvider, Request
 
     plane = DataPlane(RegistryModelProvider(home.registry()))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from skyscore.errors import SkyscoreError
+from skyscore.errors import BadRequest, SkyscoreError
 from skyscore.home import LocalHome
 
 EXIT_OK = 0
@@ -101,6 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", parents=[home], help="list models, versions and aliases")
     models.add_argument("--json", action="store_true", help="machine-readable output")
 
+    retrain = commands.add_parser(
+        "retrain",
+        parents=[home],
+        help="start a retraining job for NAME now (subject to the retraining policy)",
+        description="Ask the retraining policy to train NAME on the labelled data under "
+        "HOME/training/NAME/. The policy refuses while a job is in flight, during the cool-down, "
+        "past the daily cap, or with too little new data, and says why. With --wait, the "
+        "candidate is then checked by the quality gate and promoted or rejected.",
+    )
+    retrain.add_argument("name", metavar="NAME")
+    retrain.add_argument("--wait", action="store_true", help="wait for the job and judge it")
+    retrain.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits")
+
+    report = commands.add_parser(
+        "report",
+        parents=[home],
+        help="write an HTML report for a scored file or a model's latest promotion decision",
+        description="With MANIFEST (a scored file's OUTPUT.manifest.json): a drift report "
+        "beside it. With --model NAME: a report of NAME's latest promotion decision.",
+    )
+    report.add_argument("manifest", metavar="MANIFEST", nargs="?")
+    report.add_argument("--model", metavar="NAME")
+    report.add_argument("--output", metavar="HTML")
+
     commands.add_parser(
         "demo",
         parents=[home],
@@ -142,19 +166,21 @@ def default_output_path(source: Path) -> Path:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score one file with a registered model."""
-    from skyscore.scoring import score_path
+    from skyscore.drift import summary
+    from skyscore.monitoring import score_file
 
     home = LocalHome.resolve(args.home)
     predictor = home.registry().get_predictor(args.model, args.version)
     source = Path(args.input)
     output = Path(args.output) if args.output else default_output_path(source)
-    report = score_path(source, output, predictor)
+    report, drift = score_file(source, output, predictor)
     print(
         f"scored {report.rows_scored:,} of {report.rows_read:,} rows with "
         f"{predictor.name} v{predictor.version} -> {output}"
     )
     if report.rows_failed:
         print(f"  {report.rows_failed:,} bad rows reported in {output}.errors.jsonl")
+    print(f"  {summary(drift)}")
     print(f"  manifest: {output}.manifest.json")
     return EXIT_OK
 
@@ -212,6 +238,42 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Ask the policy for a job; optionally wait and judge the candidate."""
+    from skyscore.retrain import local_controller
+
+    home = LocalHome.resolve(args.home).ensure()
+    controller, runner = local_controller(home)
+    decision = controller.consider(args.name, "manual", reason="skyscore retrain")
+    print(f"{decision.action}: {decision.reason}")
+    if decision.action != "started" or not args.wait or decision.job_id is None:
+        return EXIT_OK if decision.action in ("started", "skipped") else EXIT_FAILED
+    status = runner.wait(decision.job_id, timeout=args.timeout)
+    outcome = controller.complete(status)
+    print(f"{outcome.action}: {outcome.reason}")
+    return EXIT_OK if outcome.action in ("promoted", "rejected") else EXIT_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a batch or promotion report."""
+    from skyscore.report import write_report
+    from skyscore.reporting import batch_report_for, promotion_report_for
+
+    home = LocalHome.resolve(args.home)
+    if bool(args.manifest) == bool(args.model):
+        raise BadRequest("give either MANIFEST or --model NAME")
+    if args.manifest:
+        manifest = Path(args.manifest)
+        html = batch_report_for(manifest, home.registry())
+        default = manifest.with_name(manifest.name.removesuffix(".manifest.json") + ".report.html")
+    else:
+        html = promotion_report_for(args.model, home.registry())
+        default = home.root / "reports" / f"{args.model}-promotion.html"
+    path = write_report(Path(args.output) if args.output else default, html)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The guided end-to-end demo."""
     from skyscore.demo import run_demo
@@ -226,6 +288,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "promote": cmd_promote,
     "rollback": cmd_rollback,
     "models": cmd_models,
+    "retrain": cmd_retrain,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

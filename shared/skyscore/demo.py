@@ -144,7 +144,12 @@ def run_demo(home: LocalHome) -> int:
     steps.done()
 
     runtime = LocalRuntime(
-        home.root, host="127.0.0.1", port=0, default_model=MODEL, poll_seconds=0.2
+        home.root,
+        host="127.0.0.1",
+        port=0,
+        default_model=MODEL,
+        poll_seconds=0.2,
+        log_to_stderr=False,
     )
     runtime.start()
     try:

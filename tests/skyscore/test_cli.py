@@ -80,7 +80,7 @@ def test_score_reports_bad_rows_and_succeeds(home: Path, data_dir: Path, tmp_pat
     target = header.index("diagnosis")
     rows = [",".join(f for i, f in enumerate(line.split(",")) if i != target) for line in lines]
     broken = rows[3].split(",")
-    broken[header.index("mean_texture") - 1] = "abc"
+    broken[header.index("mean_texture")] = "abc"
     rows[3] = ",".join(broken)
     source = tmp_path / "patients.csv"
     source.write_text("\n".join(rows) + "\n")

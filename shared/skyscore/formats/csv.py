@@ -1,0 +1,808 @@
+"""CSV in and out: msgspec and ``numpy.loadtxt`` per chunk for speed, ``csv`` for exactness.
+
+Each chunk of lines goes down the first path that takes it whole:
+
+1. quote-free, well-formed lines (the usual machine-written table): numpy finds the field
+   boundaries, msgspec parses the numeric fields as one JSON array of numbers and the text
+   fields as one JSON array of strings (:meth:`CsvLayout.parse_json`);
+2. otherwise one ``loadtxt`` call with a structured dtype (one field per CSV column), cutting
+   around the lines it rejects (:meth:`CsvLayout.isolate`);
+3. rows neither takes, or whose values need a closer look (non-finite, out of float32 range,
+   quoted newlines, invalid UTF-8), are read one by one with the stdlib ``csv`` module, which
+   decides exactly and names the bad column.
+
+All paths accept the same inputs and produce the same values (the test suite checks this).
+
+Conventions: the header row is required; data rows are numbered from 1 (header and blank lines
+not counted); an empty (or blank) numeric field is missing (NaN, the model's imputer fills it);
+an empty categorical field is the missing category ``""``; ``nan``/``inf`` text, unparseable
+numbers and numbers beyond float32 are row errors. Line endings ``\\n`` and ``\\r\\n`` (a
+``\\r\\n`` inside a quoted field is read as ``\\n``); UTF-8, with or without a BOM.
+"""
+
+from __future__ import annotations
+
+import csv as stdlib_csv
+import itertools
+import math
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from skyscore.errors import InvalidInput
+from skyscore.formats.base import (
+    DEFAULT_CHUNK_ROWS,
+    Chunk,
+    Encoder,
+    FileFormat,
+    Readable,
+    Writable,
+    iter_line_chunks,
+    number_problem,
+    parse_number,
+    shown,
+)
+from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema, RowError
+
+# loadtxt names the failing row in its message ("at row 3"), 0- or 1-based depending on the error
+_ROW_HINT = re.compile(r"at row (\d+)")
+# Empty fields are filled with this before the loadtxt parse (which refuses empty numbers). It
+# is beyond float32, so as a real value it is an error anyway; if it occurs in a chunk's text,
+# rows holding it are left to the slow path, which tells an empty field from the literal.
+EMPTY_SENTINEL = "-1.2345678e300"
+_SENTINEL_VALUE = float(EMPTY_SENTINEL)
+_SENTINEL_BYTES = EMPTY_SENTINEL.encode()
+_SURROGATE = re.compile("[\udc80-\udcff]")  # invalid UTF-8 bytes, kept by surrogateescape
+_CSV_SPECIAL = re.compile(r'[,"\r\n]')
+_EOF_SENTINEL = "\x00\n"
+_BOM = b"\xef\xbb\xbf"
+
+_JSON_NUMBERS = msgspec.json.Decoder(list[float | None])
+_JSON_STRINGS = msgspec.json.Decoder(list[str])
+
+MIN_SEGMENT = 64  # below this many lines a failing loadtxt parse goes to the slow path directly
+MAX_FAST_FAILURES = 16  # per chunk; past this the chunk is error-dense and the slow path wins
+MAX_RECORD_LINES = 10_000  # a quoted field may span this many lines before it is "unterminated"
+
+
+def csv_field(text: str) -> str:
+    """Quote a field the way ``csv.QUOTE_MINIMAL`` does."""
+    if _CSV_SPECIAL.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def parse_header(record: str) -> list[str]:
+    """Column names of a header record."""
+    try:
+        return next(stdlib_csv.reader((record,)))
+    except (stdlib_csv.Error, StopIteration) as exc:
+        raise InvalidInput(f"the CSV header cannot be read: {exc}") from exc
+
+
+def _decode_text(data: bytes) -> tuple[str, bool]:
+    """UTF-8 text and whether it had invalid bytes (kept as surrogates, rejected per row)."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape"), True
+
+
+class _Records:
+    """One chunk's records: raw bytes while they are plain lines, text lines when needed.
+
+    A quote-free chunk is kept as bytes and only split into ``str`` lines if a path needs
+    them (the JSON path does not). Records joined from several lines (a quoted newline) and
+    records whose quote never closes are marked for the slow path.
+    """
+
+    def __init__(
+        self,
+        lines: list[str] | None = None,
+        data: bytes | None = None,
+        *,
+        quoted: bool = False,
+        bad_utf8: bool = False,
+    ) -> None:
+        self._lines = lines
+        self.data = data  # the records as bytes, while they still match ``lines``
+        self.quoted = quoted
+        self.bad_utf8 = bad_utf8
+        self.multiline: set[int] = set()
+        self.unterminated: set[int] = set()
+        if lines is not None:
+            self.count = len(lines)
+        else:
+            self.count = 0 if not data else data.count(b"\n") + 1
+
+    @property
+    def lines(self) -> list[str]:
+        """The records as text (decoded on first use)."""
+        if self._lines is None:
+            text, self.bad_utf8 = _decode_text(self.data or b"")
+            self._lines = text.split("\n") if self.data else []
+        return self._lines
+
+    def has_blank(self) -> bool:
+        """Whether some record is empty (a blank line)."""
+        if self._lines is None:
+            data = self.data or b""
+            return b"\n\n" in data or data[:1] == b"\n" or data[-1:] == b"\n"
+        return "" in self._lines
+
+    def drop_blank(self) -> None:
+        """Remove empty records (blank lines), which are not rows."""
+        if not self.has_blank():
+            return
+        keep = [i for i, line in enumerate(self.lines) if line]
+        self.data = None
+        if self.multiline or self.unterminated:
+            where = {old: new for new, old in enumerate(keep)}
+            self.multiline = {where[i] for i in self.multiline if i in where}
+            self.unterminated = {where[i] for i in self.unterminated if i in where}
+        self._lines = [self.lines[i] for i in keep]
+        self.count = len(self._lines)
+
+    def drop_leading_blank(self) -> None:
+        """Remove blank lines before the first record (before a header, they are no rows)."""
+        if self._lines is None and self.data is not None:
+            self.data = self.data.lstrip(b"\n")
+            self.count = 0 if not self.data else self.data.count(b"\n") + 1
+        else:
+            self.drop_blank()
+
+    def drop_first(self) -> str:
+        """Take the first record off (the header)."""
+        if self._lines is None and self.data is not None:
+            cut = self.data.find(b"\n")
+            head, self.data = (
+                (self.data, b"") if cut < 0 else (self.data[:cut], self.data[cut + 1 :])
+            )
+            self.count = 0 if not self.data else self.data.count(b"\n") + 1
+            return _decode_text(head)[0]
+        first = self.lines.pop(0)
+        self.data = None
+        self.count -= 1
+        self.multiline = {i - 1 for i in self.multiline if i > 0}
+        self.unterminated = {i - 1 for i in self.unterminated if i > 0}
+        return first
+
+
+def _record_end(lines: list[str], start: int) -> int | None:
+    """Index after the last line of the record starting at ``start`` (per the ``csv`` module).
+
+    ``None`` when the record is still open after the last line of ``lines``.
+    """
+    stop = min(len(lines), start + MAX_RECORD_LINES)
+
+    def feed() -> Iterator[str]:
+        for k in range(start, stop):
+            yield lines[k] + "\n"
+        yield _EOF_SENTINEL
+
+    reader = stdlib_csv.reader(feed())
+    try:
+        next(reader)
+    except stdlib_csv.Error:
+        return start + 1  # not a quoting problem: the slow path reports it for this line
+    consumed: int = reader.line_num
+    if start + consumed > stop:
+        return None
+    return start + consumed
+
+
+def _join_quoted(lines: list[str], *, final: bool, bad_utf8: bool) -> tuple[_Records, list[str]]:
+    """Records of a chunk containing quotes, and the lines of an open record to carry over."""
+    out: list[str] = []
+    records = _Records(out, quoted=True, bad_utf8=bad_utf8)
+    i = 0
+    n = len(lines)
+    for start in [k for k, line in enumerate(lines) if '"' in line and line.count('"') % 2]:
+        if start < i:
+            continue  # inside a record already joined
+        out.extend(lines[i:start])
+        end = _record_end(lines, start)
+        if end is None:
+            if not final and n - start < MAX_RECORD_LINES:
+                records.count = len(out)
+                return records, lines[start:]
+            records.unterminated.add(len(out))
+            out.append(lines[start])
+            i = start + 1
+            continue
+        if end > start + 1:
+            records.multiline.add(len(out))
+            out.append("\n".join(lines[start:end]))
+        else:
+            out.append(lines[start])
+        i = end
+    out.extend(lines[i:])
+    records.count = len(out)
+    return records, []
+
+
+def _fill(data: bytes, token: bytes, *, lines: bool) -> bytes:
+    """Write ``token`` into every empty field (fields split by commas, and newlines if ``lines``)."""
+    if not data:
+        return token
+    array = np.frombuffer(data, dtype=np.uint8)
+    separator = (array == 44) | (array == 10) if lines else array == 44
+    points = np.flatnonzero(separator[:-1] & separator[1:]) + 1
+    head = [0] if separator[0] else []
+    tail = [len(data)] if separator[-1] else []
+    if head or tail:
+        points = np.concatenate(
+            [np.asarray(head, dtype=np.intp), points, np.asarray(tail, dtype=np.intp)]
+        )
+    if len(points) > 100_000:  # many: one vectorised insert beats a Python-level join
+        where = np.repeat(points, len(token))
+        values = np.tile(np.frombuffer(token, dtype=np.uint8), len(points))
+        filled: bytes = np.insert(array, where, values).tobytes()
+        return filled
+    bounds = [0, *points.tolist(), len(data)]
+    return token.join([data[i:j] for i, j in itertools.pairwise(bounds)])
+
+
+def fill_empty_fields(data: bytes) -> bytes:
+    """Write :data:`EMPTY_SENTINEL` into every empty field of quote-free, blank-free lines."""
+    return _fill(data, _SENTINEL_BYTES, lines=True)
+
+
+class CsvLayout:
+    """Where the model's columns sit in one file, and the fast parser built from that."""
+
+    def __init__(self, schema: InputSchema, header: Sequence[str]) -> None:
+        positions: dict[str, int] = {}
+        for index, name in enumerate(header):
+            if name in positions and name in schema.known:
+                raise InvalidInput(f"column {name!r} appears twice in the CSV header", field=name)
+            positions.setdefault(name, index)
+        missing = schema.missing_columns(header)
+        if missing:
+            raise InvalidInput(
+                f"the CSV header has no column {missing[0]!r}"
+                + (f" (missing: {', '.join(missing)})" if len(missing) > 1 else ""),
+                field=missing[0],
+                extra={"missing_columns": missing},
+            )
+        if schema.strict:
+            unknown = schema.unknown_columns(header)
+            if unknown:
+                raise InvalidInput(
+                    f"the CSV header has column {unknown[0]!r}, which the model does not know "
+                    "(strict mode)",
+                    field=unknown[0],
+                    extra={"unknown_columns": unknown},
+                )
+        self.schema = schema
+        self.n_fields = len(header)
+        self.numeric_idx = [positions[name] for name in schema.numeric]
+        self.categorical_idx = [positions[name] for name in schema.categorical]
+        self.id_idx = positions.get(schema.id_column) if schema.id_column else None
+        # One field per CSV column, so loadtxt checks the field count of every row. Numeric
+        # fields are float64 (the float32 range check needs the real value) and laid out first,
+        # contiguous in schema order, so the numeric matrix is a strided view, not a copy.
+        kinds: list[str] = ["U1"] * self.n_fields  # unused columns: parsed, counted, dropped
+        for index in self.categorical_idx:
+            kinds[index] = "O"
+        if self.id_idx is not None and kinds[self.id_idx] == "U1":
+            kinds[self.id_idx] = "O"
+        offsets = [0] * self.n_fields
+        position = 0
+        for index in self.numeric_idx:
+            kinds[index] = "f8"
+            offsets[index] = position
+            position += 8
+        for index, kind in enumerate(kinds):
+            if kind != "f8":
+                offsets[index] = position
+                position += np.dtype(kind).itemsize
+        self.dtype = np.dtype(
+            {
+                "names": [f"c{i}" for i in range(self.n_fields)],
+                "formats": kinds,
+                "offsets": offsets,
+                "itemsize": max(position, 1),
+            }
+        )
+        self.numeric_fields = [f"c{i}" for i in self.numeric_idx]
+        self.categorical_fields = [f"c{i}" for i in self.categorical_idx]
+        self.id_field = None if self.id_idx is None else f"c{self.id_idx}"
+        self._plan_json()
+
+    # ------------------------------------------------------------------ fastest path: JSON
+    def _plan_json(self) -> None:
+        """Group columns for :meth:`parse_json`: runs of adjacent numeric columns, strings."""
+        self.numeric_runs: list[tuple[int, int, list[int]]] = []  # first, last CSV col, schema
+        where = {csv_col: j for j, csv_col in enumerate(self.numeric_idx)}
+        for csv_col in sorted(where):
+            if self.numeric_runs and self.numeric_runs[-1][1] == csv_col - 1:
+                first, _, cols = self.numeric_runs[-1]
+                self.numeric_runs[-1] = (first, csv_col, [*cols, where[csv_col]])
+            else:
+                self.numeric_runs.append((csv_col, csv_col, [where[csv_col]]))
+        self.string_cols = sorted(
+            set(self.categorical_idx) | ({self.id_idx} if self.id_idx is not None else set())
+        )
+        self.string_runs: list[tuple[int, int]] = []  # first, last CSV column of adjacent ones
+        for column in self.string_cols:
+            if self.string_runs and self.string_runs[-1][1] == column - 1:
+                self.string_runs[-1] = (self.string_runs[-1][0], column)
+            else:
+                self.string_runs.append((column, column))
+        self.json_ready = self.id_idx is None or self.id_idx not in where
+
+    def parse_json(
+        self, data: bytes, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """``(numeric float64 with NaN for empty, categorical, ids)`` of simple lines, or ``None``.
+
+        For ``n`` quote-free, single-line records (``data``): field boundaries are found with
+        numpy, the numeric fields are handed to msgspec as one JSON array of numbers and the
+        text fields as one JSON array of strings, which parses about 1.6x faster than
+        ``loadtxt``. JSON numbers are a subset of what loadtxt reads, and both parsers round
+        correctly, so the values are the same; anything outside that subset (``.5``, ``nan``,
+        a tab in a text field, a wrong field count) returns ``None``: use the loadtxt path.
+        """
+        if not self.json_ready or b"\\" in data:
+            return None
+        width = self.n_fields
+        array = np.frombuffer(data, dtype=np.uint8)
+        separator = np.empty(len(array) + 1, dtype=bool)  # + a final one: the end of the data
+        np.equal(array, 44, out=separator[:-1])
+        separator[:-1] |= array == 10
+        separator[-1] = True
+        positions = np.flatnonzero(separator)
+        if len(positions) != n * width:
+            return None
+        ends = positions.reshape(n, width)
+        if n > 1 and not (array[ends[:-1, -1]] == 10).all():
+            return None  # then every other separator is a comma: each line has ``width`` fields
+        line_starts = np.empty(n, dtype=np.int64)
+        line_starts[0] = 0
+        line_starts[1:] = ends[:-1, -1] + 1
+
+        def starts(column: int) -> np.ndarray:
+            return line_starts if column == 0 else ends[:, column - 1] + 1
+
+        # an empty field somewhere: two separators side by side, or one at the start
+        empty = bool(separator[0]) or bool((separator[:-1] & separator[1:]).any())
+        numeric = np.empty((n, len(self.numeric_idx)), dtype=np.float64)
+        for first, last, columns in self.numeric_runs:
+            pieces = zip(starts(first).tolist(), ends[:, last].tolist(), strict=True)
+            body = b",".join([data[i:j] for i, j in pieces])
+            if empty and (b",," in body or body[:1] == b"," or body[-1:] == b","):
+                if b"null" in body:
+                    return None  # "null" text must not pass for an empty field
+                body = _fill(body, b"null", lines=False)
+            try:
+                values = _JSON_NUMBERS.decode(b"[" + body + b"]")
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                return None
+            if len(values) != n * len(columns):
+                return None
+            block = np.fromiter(values, dtype=np.float64, count=len(values))
+            numeric[:, columns] = block.reshape(n, len(columns))
+        categorical = np.empty((n, len(self.categorical_idx)), dtype=object)
+        ids: np.ndarray | None = None
+        text: dict[int, np.ndarray] = {}  # CSV column -> its values
+        for first, last in self.string_runs:
+            pieces = zip(starts(first).tolist(), ends[:, last].tolist(), strict=True)
+            body = b",".join([data[i:j] for i, j in pieces])
+            try:  # no quote or backslash in the text: quoting every field makes it JSON
+                texts = _JSON_STRINGS.decode(b'["' + body.replace(b",", b'","') + b'"]')
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                return None  # a control character (tab) or invalid UTF-8
+            width = last - first + 1
+            if len(texts) != n * width:
+                return None
+            flat = np.empty(len(texts), dtype=object)
+            flat[:] = texts
+            block = flat.reshape(n, width)
+            for offset in range(width):
+                text[first + offset] = block[:, offset]
+        for j, column in enumerate(self.categorical_idx):
+            categorical[:, j] = text[column]
+        if self.id_idx is not None:
+            ids = text[self.id_idx]
+        return numeric, categorical, ids
+
+    # ------------------------------------------------------------------------- fast path
+    def numeric_view(self, array: np.ndarray) -> np.ndarray:
+        """The (n, k) float64 numeric matrix of a parsed structured array, without a copy."""
+        n, k = len(array), len(self.numeric_fields)
+        if k == 0 or n == 0:
+            return np.zeros((n, k), dtype=np.float64)
+        first = array[self.numeric_fields[0]]
+        view: np.ndarray = as_strided(first, shape=(n, k), strides=(array.strides[0], 8))
+        return view
+
+    def loadtxt(self, lines: list[str]) -> np.ndarray:
+        """Parse quote-simple single-line records in one C pass; raises ``ValueError``."""
+        array = np.loadtxt(
+            lines, dtype=self.dtype, delimiter=",", quotechar='"', comments=None, ndmin=1
+        )
+        if array.shape[0] != len(lines):  # loadtxt skips whitespace-only lines
+            raise ValueError("row count changed")
+        return array
+
+    def isolate(
+        self, lines: list[str], first_error: str | None = None
+    ) -> tuple[list[tuple[int, np.ndarray]], list[int]]:
+        """Fast-parse ``lines``, cutting around the lines loadtxt rejects.
+
+        Returns parsed ``(start, array)`` segments and the positions left to the slow path.
+        ``first_error`` is the message of a whole-list parse that already failed.
+        """
+        parsed: list[tuple[int, np.ndarray]] = []
+        failed: list[int] = []
+        stack = [(0, len(lines))]
+        failures = 0
+        while stack:
+            lo, hi = stack.pop()
+            if lo >= hi:
+                continue
+            if failures > MAX_FAST_FAILURES:
+                failed.extend(range(lo, hi))
+                continue
+            if first_error is not None and lo == 0 and hi == len(lines):
+                message, first_error = first_error, None
+            else:
+                try:
+                    part = lines[lo:hi] if lo or hi < len(lines) else lines
+                    parsed.append((lo, self.loadtxt(part)))
+                    continue
+                except (ValueError, TypeError, OverflowError) as exc:
+                    message = str(exc)
+            failures += 1
+            if hi - lo <= MIN_SEGMENT:
+                failed.extend(range(lo, hi))
+                continue
+            match = _ROW_HINT.search(message)
+            hint = int(match.group(1)) if match else -1
+            if 0 <= hint <= hi - lo:
+                bad_lo = lo + max(hint - 1, 0)
+                bad_hi = min(lo + hint + 1, hi)
+                failed.extend(range(bad_lo, bad_hi))
+                stack.append((bad_hi, hi))
+                stack.append((lo, bad_lo))
+            else:
+                mid = (lo + hi) // 2
+                stack.append((mid, hi))
+                stack.append((lo, mid))
+        parsed.sort(key=lambda part: part[0])
+        return parsed, failed
+
+    # ------------------------------------------------------------------------- slow path
+    def parse_record(self, record: str, row: int) -> tuple[list[float], list[str], Any] | RowError:
+        """One record, exactly: its values, or why it is rejected."""
+        if _SURROGATE.search(record):
+            return RowError(row, None, "invalid UTF-8")
+        try:
+            fields = next(stdlib_csv.reader((record,)))
+        except stdlib_csv.Error as exc:
+            return RowError(row, None, f"malformed CSV: {exc}")
+        except StopIteration:
+            fields = []
+        if len(fields) != self.n_fields:
+            return RowError(row, None, f"expected {self.n_fields} fields, got {len(fields)}")
+        numeric: list[float] = []
+        for name, index in zip(self.schema.numeric, self.numeric_idx, strict=True):
+            text = fields[index]
+            if not text.strip():
+                numeric.append(math.nan)
+                continue
+            try:
+                value = parse_number(text)
+            except ValueError:
+                return RowError(row, name, f"expected a number, got {shown(text)}")
+            problem = number_problem(value)
+            if problem:
+                return RowError(row, name, problem)
+            numeric.append(value)
+        categorical = [fields[index] for index in self.categorical_idx]
+        ident = None if self.id_idx is None else fields[self.id_idx]
+        return numeric, categorical, ident
+
+    # ------------------------------------------------------------------------- one chunk
+    def _fast(
+        self, records: _Records, fast_lines: list[str], data: bytes | None
+    ) -> tuple[list[tuple[int, np.ndarray]], list[int], bool, bool]:
+        """Fast-parse: ``(parsed segments, failed positions, filled, sentinel_in_text)``."""
+        try:
+            return [(0, self.loadtxt(fast_lines))], [], False, False
+        except (ValueError, TypeError, OverflowError) as exc:
+            message = str(exc)
+        if "string ''" not in message or records.quoted or not self.numeric_fields:
+            return (*self.isolate(fast_lines, message), False, False)
+        # empty numeric fields: fill them with the sentinel and parse again
+        if data is None:
+            data = "\n".join(fast_lines).encode("utf-8", "surrogateescape")
+        literal = _SENTINEL_BYTES in data
+        filled = fill_empty_fields(data).decode("utf-8", "surrogateescape").split("\n")
+        return (*self.isolate(filled), True, literal)
+
+    def _from_loadtxt(
+        self, records: _Records, fast_lines: list[str], fast_index: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, list[int]]:
+        """``(index, numeric, categorical, ids, good, failed)`` from the loadtxt path."""
+        k, m = len(self.numeric_fields), len(self.categorical_fields)
+        parsed, failed, filled, literal = self._fast(records, fast_lines, records.data)
+        if fast_index is not None:
+            failed = fast_index[failed].tolist() if failed else []
+        if not parsed:
+            return (
+                np.empty(0, dtype=np.int64),
+                np.empty((0, k), dtype=np.float64),
+                np.empty((0, m), dtype=object),
+                None if self.id_field is None else np.empty(0, dtype=object),
+                np.empty(0, dtype=bool),
+                failed,
+            )
+        array = parsed[0][1] if len(parsed) == 1 else np.concatenate([p[1] for p in parsed])
+        if len(parsed) == 1 and parsed[0][0] == 0:
+            position = np.arange(len(array))
+        else:
+            position = np.concatenate([np.arange(s, s + len(a)) for s, a in parsed])
+        index = position if fast_index is None else fast_index[position]
+        numeric = self.numeric_view(array)
+        usable = np.abs(numeric) <= FLOAT32_MAX  # False for nan, inf and out of range
+        categorical = np.empty((len(array), m), dtype=object)
+        for j, name in enumerate(self.categorical_fields):
+            categorical[:, j] = array[name]
+        ids = None if self.id_field is None else np.asarray(array[self.id_field], dtype=object)
+        good = np.ones(len(array), dtype=bool)
+        if filled:
+            empty = numeric == _SENTINEL_VALUE
+            empty_category = categorical == EMPTY_SENTINEL
+            empty_id = None if ids is None else ids == EMPTY_SENTINEL
+            if literal:  # the sentinel is also real text here: let the slow path decide
+                good &= ~empty.any(axis=1) & ~empty_category.any(axis=1)
+                if empty_id is not None:
+                    good &= ~empty_id
+            else:
+                numeric = np.where(empty, np.nan, numeric)
+                usable |= empty
+                categorical[empty_category] = MISSING_CATEGORY
+                if ids is not None and empty_id is not None:
+                    ids[empty_id] = ""
+        good &= usable.all(axis=1)
+        return index, numeric, categorical, ids, good, failed
+
+    def decode_records(self, records: _Records, first_row: int) -> Chunk:
+        """Validate and convert one chunk of records (row numbers from ``first_row``)."""
+        n = records.count
+        k, m = len(self.numeric_fields), len(self.categorical_fields)
+        slow: set[int] = records.multiline | records.unterminated
+        simple = None
+        # a line of a one-column file is its field: a blank line would read as an empty value
+        if (
+            records.data is not None
+            and n
+            and not slow
+            and (self.n_fields > 1 or not records.has_blank())
+        ):
+            simple = self.parse_json(records.data, n)  # needs no blank line: wrong count if any
+        failed: list[int] = []
+        if simple is None:
+            records.drop_blank()
+            n = records.count
+        if simple is not None:
+            numeric, categorical, ids = simple
+            index = np.arange(n)
+            with np.errstate(invalid="ignore"):
+                good = ((np.abs(numeric) <= FLOAT32_MAX) | np.isnan(numeric)).all(axis=1)
+        else:
+            lines = records.lines
+            if records.bad_utf8:
+                slow.update(i for i, line in enumerate(lines) if _SURROGATE.search(line))
+            fast_index: np.ndarray | None = None
+            fast_lines = lines
+            if slow:
+                fast_index = np.setdiff1d(np.arange(n), np.fromiter(slow, np.int64, len(slow)))
+                fast_lines = [lines[i] for i in fast_index.tolist()]
+                records.data = None
+            if fast_lines:
+                index, numeric, categorical, ids, good, failed = self._from_loadtxt(
+                    records, fast_lines, fast_index
+                )
+            else:
+                index = np.empty(0, dtype=np.int64)
+                numeric = np.empty((0, k), dtype=np.float64)
+                categorical = np.empty((0, m), dtype=object)
+                ids = None if self.id_field is None else np.empty(0, dtype=object)
+                good = np.empty(0, dtype=bool)
+        if not good.all():
+            slow.update(index[~good].tolist())
+            index, numeric, categorical = index[good], numeric[good], categorical[good]
+            ids = None if ids is None else ids[good]
+        slow.update(failed)
+
+        errors: list[RowError] = []
+        if slow:
+            lines = records.lines
+            extra_index: list[int] = []
+            extra_numeric: list[list[float]] = []
+            extra_categorical: list[list[str]] = []
+            extra_ids: list[Any] = []
+            for i in sorted(slow):
+                row = first_row + i
+                if i in records.unterminated:
+                    errors.append(RowError(row, None, "unterminated quoted field"))
+                    continue
+                result = self.parse_record(lines[i], row)
+                if isinstance(result, RowError):
+                    errors.append(result)
+                    continue
+                extra_index.append(i)
+                extra_numeric.append(result[0])
+                extra_categorical.append(result[1])
+                extra_ids.append(result[2])
+            if extra_index:
+                index = np.concatenate([index, np.asarray(extra_index, dtype=np.int64)])
+                numeric = np.concatenate(
+                    [numeric, np.asarray(extra_numeric, dtype=np.float64).reshape(-1, k)]
+                )
+                more = np.empty((len(extra_index), m), dtype=object)
+                for r, values in enumerate(extra_categorical):
+                    more[r, :] = values
+                categorical = np.concatenate([categorical, more])
+                if ids is not None:
+                    more_ids = np.empty(len(extra_ids), dtype=object)
+                    more_ids[:] = extra_ids
+                    ids = np.concatenate([ids, more_ids])
+                order = np.argsort(index, kind="stable")
+                index, numeric, categorical = index[order], numeric[order], categorical[order]
+                ids = None if ids is None else ids[order]
+
+        id_list: list[Any] | None = None
+        if self.schema.id_column is not None:
+            id_list = [None] * len(index) if ids is None else ids.tolist()
+        batch = Batch(
+            (index + first_row).astype(np.int64, copy=False),
+            numeric.astype(np.float32),
+            categorical,
+            id_list,
+        )
+        return batch, errors
+
+
+class CsvFormat(FileFormat):
+    """Comma-separated values with a header row."""
+
+    name = "csv"
+    label = "CSV"
+    extensions = (".csv",)
+
+    def __init__(self, *, block_size: int | None = None) -> None:
+        self.block_size = block_size
+
+    def decode(
+        self, source: Readable, schema: InputSchema, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    ) -> Iterator[Chunk]:
+        """Chunks of at most ``chunk_rows`` rows; raises ``InvalidInput`` for a bad header."""
+        kwargs = {} if self.block_size is None else {"block_size": self.block_size}
+        chunks = iter_line_chunks(source, chunk_rows, extra_first=1, **kwargs)
+        layout: CsvLayout | None = None
+        next_row = 1
+        carry: list[str] = []  # lines of a quoted record still open at the end of a chunk
+        carry_bad = False
+        first = True
+        final = False
+        while not final:
+            data = next(chunks, None)
+            if data is None:
+                if not carry:
+                    break
+                final, data = True, b""
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
+            if first:
+                data = data.removeprefix(_BOM)
+                first = False
+            if carry or b'"' in data:
+                text, bad = _decode_text(data)
+                lines = text.split("\n")
+                records, carry = _join_quoted(
+                    carry + lines if carry else lines, final=final, bad_utf8=bad or carry_bad
+                )
+                carry_bad = (bad or carry_bad) and bool(carry)
+                records.drop_blank()
+            else:
+                records = _Records(data=data)  # blank lines are dropped when lines are needed
+            if layout is None:
+                records.drop_leading_blank()
+                if not records.count:
+                    continue
+                if 0 in records.unterminated:
+                    raise InvalidInput("the CSV header has an unterminated quoted field")
+                layout = CsvLayout(schema, parse_header(records.drop_first()))
+            if not records.count:
+                continue
+            batch, errors = layout.decode_records(records, next_row)
+            next_row += records.count
+            if len(batch) or errors:
+                yield batch, errors
+        if layout is None:
+            raise InvalidInput("the CSV file is empty: it has no header row")
+
+    def encoder(
+        self,
+        sink: Writable,
+        *,
+        id_column: str | None,
+        classes: Sequence[str | int],
+        class_names: Sequence[str],
+    ) -> CsvEncoder:
+        """A CSV encoder for ``sink``."""
+        return CsvEncoder(sink, id_column=id_column, classes=classes, class_names=class_names)
+
+    def sniff(self, head: bytes) -> str | None:
+        """Reject JSON-looking text (binary content is checked for every text format)."""
+        start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        if start in (b"{", b"["):
+            return "it starts with '" + start.decode() + "', like JSON"
+        return None
+
+
+def _csv_ids(ids: list[Any] | None, n: int) -> list[str]:
+    if ids is None:
+        return [""] * n
+    texts = [v if isinstance(v, str) else ("" if v is None else str(v)) for v in ids]
+    if _CSV_SPECIAL.search("".join(texts)) is None:
+        return texts
+    return [csv_field(t) for t in texts]
+
+
+class CsvEncoder(Encoder):
+    """``row[,<id>],label,probability_<class>...``; floats with 9 significant digits.
+
+    Nine significant digits always round-trip a float32. Rows are formatted with one
+    ``%``-template per row over column lists (C-level loops), not per-value Python code.
+    """
+
+    def __init__(
+        self,
+        sink: Writable,
+        *,
+        id_column: str | None,
+        classes: Sequence[str | int],
+        class_names: Sequence[str],
+    ) -> None:
+        super().__init__(sink, id_column=id_column, classes=classes, class_names=class_names)
+        header = ["row", *([id_column] if id_column is not None else []), "label"]
+        header += [f"probability_{name}" for name in self.class_names]
+        self._header = (",".join(csv_field(h) for h in header) + "\n").encode()
+        self._labels = np.array([csv_field(str(c)) for c in self.classes], dtype=object)
+        self._template = (
+            "%d" + (",%s" if id_column is not None else "") + ",%s" + ",%.9g" * len(self.classes)
+        )
+        self._started = False
+
+    def _start(self) -> None:
+        if not self._started:
+            self._emit(self._header)
+            self._started = True
+
+    def _write(self, batch: Batch, probabilities: np.ndarray, labels: np.ndarray) -> None:
+        self._start()
+        n = len(batch)
+        if n == 0:
+            return
+        columns: list[list[Any]] = [batch.rows.tolist()]
+        if self.id_column is not None:
+            columns.append(_csv_ids(batch.ids, n))
+        columns.append(self._labels[labels].tolist())
+        columns.extend(np.asarray(probabilities).T.tolist())
+        text = "\n".join(map(self._template.__mod__, zip(*columns, strict=True)))
+        self._emit((text + "\n").encode())
+
+    def _close(self) -> None:
+        self._start()
+
+
+FORMAT = CsvFormat()
