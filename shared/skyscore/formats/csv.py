@@ -61,6 +61,8 @@ _CSV_SPECIAL = re.compile(r'[,"\r\n]')
 _EOF_SENTINEL = "\x00\n"
 _BOM = b"\xef\xbb\xbf"
 
+_AT_INDEX = re.compile(r"at `\$\[(\d+)\]`")  # where msgspec failed: element index...
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")  # ... or byte offset
 _JSON_NUMBERS = msgspec.json.Decoder(list[float | None])
 _JSON_STRINGS = msgspec.json.Decoder(list[str])
 
@@ -139,6 +141,7 @@ class _Records:
         if not self.has_blank():
             return
         keep = [i for i, line in enumerate(self.lines) if line]
+        plain = self.data is not None  # plain lines: keep a bytes copy for the fast paths
         self.data = None
         if self.multiline or self.unterminated:
             where = {old: new for new, old in enumerate(keep)}
@@ -146,6 +149,8 @@ class _Records:
             self.unterminated = {where[i] for i in self.unterminated if i in where}
         self._lines = [self.lines[i] for i in keep]
         self.count = len(self._lines)
+        if plain and not self.bad_utf8:
+            self.data = "\n".join(self._lines).encode()
 
     def drop_leading_blank(self) -> None:
         """Remove blank lines before the first record (before a header, they are no rows)."""
@@ -225,10 +230,8 @@ def _join_quoted(lines: list[str], *, final: bool, bad_utf8: bool) -> tuple[_Rec
     return records, []
 
 
-def _fill(data: bytes, token: bytes, *, lines: bool) -> bytes:
-    """Write ``token`` into every empty field (fields split by commas, and newlines if ``lines``)."""
-    if not data:
-        return token
+def _empty_points(data: bytes, *, lines: bool) -> np.ndarray:
+    """Where empty fields are (insertion points), fields split by commas (and newlines)."""
     array = np.frombuffer(data, dtype=np.uint8)
     separator = (array == 44) | (array == 10) if lines else array == 44
     points = np.flatnonzero(separator[:-1] & separator[1:]) + 1
@@ -238,18 +241,117 @@ def _fill(data: bytes, token: bytes, *, lines: bool) -> bytes:
         points = np.concatenate(
             [np.asarray(head, dtype=np.intp), points, np.asarray(tail, dtype=np.intp)]
         )
+    return points
+
+
+def _insert(data: bytes, points: np.ndarray, token: bytes) -> bytes:
+    """``data`` with ``token`` inserted at each of the sorted ``points``."""
     if len(points) > 100_000:  # many: one vectorised insert beats a Python-level join
         where = np.repeat(points, len(token))
         values = np.tile(np.frombuffer(token, dtype=np.uint8), len(points))
-        filled: bytes = np.insert(array, where, values).tobytes()
-        return filled
+        inserted: bytes = np.insert(np.frombuffer(data, dtype=np.uint8), where, values).tobytes()
+        return inserted
     bounds = [0, *points.tolist(), len(data)]
     return token.join([data[i:j] for i, j in itertools.pairwise(bounds)])
+
+
+def _fill(data: bytes, token: bytes, *, lines: bool) -> bytes:
+    """Write ``token`` into every empty field (fields split by commas, and newlines if ``lines``)."""
+    if not data:
+        return token
+    return _insert(data, _empty_points(data, lines=lines), token)
+
+
+class _BlankLines(Exception):
+    """Raised by :meth:`CsvLayout.parse_json` for a chunk with blank lines."""
+
+
+def _decode_rows(
+    decoder: Any,  # a msgspec JSON decoder of a list
+    buf: bytearray,
+    starts: np.ndarray,
+    lead: int,
+    per_row: int,
+    bad: set[int],
+) -> list[tuple[int, list[Any]]] | None:
+    """Decode a JSON array laid out row by row in ``buf``, leaving out the rows that fail.
+
+    Row ``i`` starts at byte ``starts[i]`` (``starts[n]``: one past the end); the byte ``lead``
+    before a row start is a separator that becomes ``[`` (``]``) where a segment starts (ends),
+    so any run of rows decodes in place, without copying. A failing row is found from the
+    error (``$[index]`` or ``(byte offset)``), added to ``bad``, and the rows around it are
+    decoded again: about two passes however many rows fail. Returns ``(first row, values)``
+    segments, or ``None`` when an error cannot be placed (the caller falls back).
+    """
+    n = len(starts) - 1
+    view = memoryview(buf)
+    done: list[tuple[int, list[Any]]] = []
+    pending = [(0, n)]
+    while pending:
+        a, b = pending.pop()
+        if a >= b:
+            continue
+        lo, hi = int(starts[a]) - lead, int(starts[b]) - lead
+        saved = buf[lo], buf[hi]
+        buf[lo], buf[hi] = 91, 93  # "[", "]"
+        try:
+            values = decoder.decode(view[lo : hi + 1])
+            problem = None
+        except msgspec.DecodeError as exc:  # ValidationError included
+            problem = str(exc)
+        except UnicodeDecodeError:
+            return None
+        finally:
+            buf[lo], buf[hi] = saved
+        if problem is None:
+            if len(values) != (b - a) * per_row:
+                return None
+            done.append((a, values))
+            continue
+        at_index = _AT_INDEX.search(problem)
+        at_byte = _AT_BYTE.search(problem)
+        if at_index:
+            row = a + int(at_index.group(1)) // per_row
+        elif at_byte:
+            row = int(np.searchsorted(starts, lo + int(at_byte.group(1)), side="right")) - 1
+        else:
+            return None
+        row = min(max(row, a), b - 1)
+        bad.add(row)
+        if len(bad) > max(64, n // 4):
+            return None  # error-dense: the slow path is as good
+        pending.append((row + 1, b))
+        pending.append((a, row))
+    return done
 
 
 def fill_empty_fields(data: bytes) -> bytes:
     """Write :data:`EMPTY_SENTINEL` into every empty field of quote-free, blank-free lines."""
     return _fill(data, _SENTINEL_BYTES, lines=True)
+
+
+_ARROW: list[tuple[Any, Any] | None] = []
+
+
+def _pyarrow() -> tuple[Any, Any] | None:
+    """``(pyarrow, pyarrow.csv)`` if installed (looked up once), else ``None``.
+
+    ``SKYSCORE_CSV_ENGINE=numpy`` turns the pyarrow path off (benchmarks, parity tests).
+    """
+    if not _ARROW:
+        import os
+
+        found: tuple[Any, Any] | None = None
+        if os.environ.get("SKYSCORE_CSV_ENGINE", "auto") != "numpy":
+            try:
+                import pyarrow
+                import pyarrow.csv
+            except ImportError:
+                found = None
+            else:
+                found = (pyarrow, pyarrow.csv)
+        _ARROW.append(found)
+    return _ARROW[0]
 
 
 class CsvLayout:
@@ -314,7 +416,64 @@ class CsvLayout:
         self.id_field = None if self.id_idx is None else f"c{self.id_idx}"
         self._plan_json()
 
-    # ------------------------------------------------------------------ fastest path: JSON
+    # ------------------------------------------------- fastest path: pyarrow, where installed
+    def parse_arrow(
+        self, data: bytes, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """``(rows, numeric, categorical, ids)`` of a quote-free chunk via pyarrow, or ``None``.
+
+        pyarrow's parser is multi-threaded C++ and releases the GIL, so decoding overlaps with
+        ONNX inference; it is used only where pyarrow is installed (the local runtime, container
+        images), never required: the Lambda zip goes without it. It takes a chunk only when every
+        row converts cleanly; any doubt (a bad field count, text in a number, a ``nan`` literal,
+        blank lines) returns ``None`` and the chunk goes down the exact paths below, so results
+        are the same either way. Values beyond float32 are left for the per-row check.
+        """
+        arrow = _pyarrow()
+        if arrow is None or (self.id_idx is not None and self.id_idx in self.numeric_idx):
+            return None
+        pa, pacsv = arrow
+        names = [f"c{i}" for i in range(self.n_fields)]
+        types: dict[str, Any] = {names[i]: pa.float64() for i in self.numeric_idx}
+        types.update(
+            {names[i]: pa.dictionary(pa.int32(), pa.string()) for i in self.categorical_idx}
+        )
+        if self.id_idx is not None:
+            types[names[self.id_idx]] = pa.string()
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(data),
+                read_options=pacsv.ReadOptions(column_names=names, block_size=max(len(data), 1)),
+                parse_options=pacsv.ParseOptions(quote_char=False, newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    include_columns=list(types),
+                    null_values=[""],
+                    strings_can_be_null=False,
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+            return None
+        if table.num_rows != n:  # blank lines were skipped: let the exact path number rows
+            return None
+        numeric = np.empty((n, len(self.numeric_idx)), dtype=np.float64)
+        for j, index in enumerate(self.numeric_idx):
+            column = table.column(names[index])
+            values = column.to_numpy()
+            if int(np.isnan(values).sum()) != column.null_count:  # a literal nan in the text
+                return None
+            numeric[:, j] = values
+        categorical = np.empty((n, len(self.categorical_idx)), dtype=object)
+        for j, index in enumerate(self.categorical_idx):
+            column = table.column(names[index]).combine_chunks()
+            dictionary = column.dictionary.to_numpy(zero_copy_only=False)
+            categorical[:, j] = dictionary[column.indices.to_numpy()]
+        ids = None
+        if self.id_idx is not None:
+            ids = table.column(names[self.id_idx]).to_numpy(zero_copy_only=False)
+        return np.arange(n, dtype=np.int64), numeric, categorical, ids
+
+    # ------------------------------------------------------------------ fast path: JSON
     def _plan_json(self) -> None:
         """Group columns for :meth:`parse_json`: runs of adjacent numeric columns, strings."""
         self.numeric_runs: list[tuple[int, int, list[int]]] = []  # first, last CSV col, schema
@@ -338,15 +497,16 @@ class CsvLayout:
 
     def parse_json(
         self, data: bytes, n: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """``(numeric float64 with NaN for empty, categorical, ids)`` of simple lines, or ``None``.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """``(rows, numeric, categorical, ids)`` of the simple lines of ``data``, or ``None``.
 
-        For ``n`` quote-free, single-line records (``data``): field boundaries are found with
-        numpy, the numeric fields are handed to msgspec as one JSON array of numbers and the
-        text fields as one JSON array of strings, which parses about 1.6x faster than
-        ``loadtxt``. JSON numbers are a subset of what loadtxt reads, and both parsers round
-        correctly, so the values are the same; anything outside that subset (``.5``, ``nan``,
-        a tab in a text field, a wrong field count) returns ``None``: use the loadtxt path.
+        For ``n`` quote-free, single-line records: field boundaries are found with numpy, the
+        numeric fields go to msgspec as one JSON array of numbers (empty fields as ``null``)
+        and the text fields as one JSON array of strings; about 1.6x faster than ``loadtxt``.
+        JSON numbers are a subset of what loadtxt reads and both parsers round correctly, so
+        the values are the same. ``rows`` lists the records parsed (positions in ``data``);
+        the others (a wrong field count, ``.5``, ``nan``, ``abc``, ``null``...) are left to the
+        caller's slow path. ``None``: use the loadtxt path for the whole chunk.
         """
         if not self.json_ready or b"\\" in data:
             return None
@@ -357,59 +517,98 @@ class CsvLayout:
         separator[:-1] |= array == 10
         separator[-1] = True
         positions = np.flatnonzero(separator)
-        if len(positions) != n * width:
+        line_ends = np.flatnonzero(np.append(array[positions[:-1]] == 10, True))
+        if len(line_ends) != n:
             return None
-        ends = positions.reshape(n, width)
-        if n > 1 and not (array[ends[:-1, -1]] == 10).all():
-            return None  # then every other separator is a comma: each line has ``width`` fields
-        line_starts = np.empty(n, dtype=np.int64)
-        line_starts[0] = 0
-        line_starts[1:] = ends[:-1, -1] + 1
+        line_first = np.zeros(n, dtype=np.int64)
+        line_first[1:] = positions[line_ends[:-1]] + 1
+        if (positions[line_ends] == line_first).any():
+            raise _BlankLines  # not rows: the caller drops them and asks again
+        fields = np.diff(line_ends, prepend=-1)
+        if (fields == width).all():
+            rows = np.arange(n)
+            ends = positions.reshape(n, width)
+        else:  # some lines have the wrong field count: keep them for the slow path
+            rows = np.flatnonzero(fields == width)
+            if not len(rows):
+                return None
+            ends = positions[line_ends[rows][:, None] - np.arange(width - 1, -1, -1)]
+        count = len(rows)
+        line_starts = line_first[rows]
 
         def starts(column: int) -> np.ndarray:
             return line_starts if column == 0 else ends[:, column - 1] + 1
 
         # an empty field somewhere: two separators side by side, or one at the start
         empty = bool(separator[0]) or bool((separator[:-1] & separator[1:]).any())
-        numeric = np.empty((n, len(self.numeric_idx)), dtype=np.float64)
+        bad: set[int] = set()  # positions in ``rows`` left to the slow path
+        numeric = np.empty((count, len(self.numeric_idx)), dtype=np.float64)
         for first, last, columns in self.numeric_runs:
-            pieces = zip(starts(first).tolist(), ends[:, last].tolist(), strict=True)
-            body = b",".join([data[i:j] for i, j in pieces])
-            if empty and (b",," in body or body[:1] == b"," or body[-1:] == b","):
-                if b"null" in body:
-                    return None  # "null" text must not pass for an empty field
-                body = _fill(body, b"null", lines=False)
-            try:
-                values = _JSON_NUMBERS.decode(b"[" + body + b"]")
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            begin, end = starts(first), ends[:, last]
+            pieces = [data[i:j] for i, j in zip(begin.tolist(), end.tolist(), strict=True)]
+            raw_offsets = np.zeros(count + 1, dtype=np.int64)
+            np.cumsum(end - begin + 1, out=raw_offsets[1:])  # row starts in the joined body
+            offsets = raw_offsets.copy()
+            fills = np.zeros(count, dtype=np.int64)  # empty fields per row, written as null
+            if empty:
+                body = b",".join(pieces)
+                points = _empty_points(body, lines=False)
+                if len(points):
+                    before = np.searchsorted(points, raw_offsets, side="left")
+                    fills = np.diff(before)
+                    offsets += 4 * before
+                    pieces = [_insert(body, points, b"null")]
+            pieces[0] = b"[" + pieces[0]
+            pieces[-1] += b"]"
+            buf = bytearray(b",").join(pieces)
+            offsets += 1
+            offsets[-1] = len(buf)
+            segments = _decode_rows(_JSON_NUMBERS, buf, offsets, 1, len(columns), bad)
+            if segments is None:
                 return None
-            if len(values) != n * len(columns):
-                return None
-            block = np.fromiter(values, dtype=np.float64, count=len(values))
-            numeric[:, columns] = block.reshape(n, len(columns))
-        categorical = np.empty((n, len(self.categorical_idx)), dtype=object)
-        ids: np.ndarray | None = None
+            nulls = filled = 0
+            for a, values in segments:
+                block = np.fromiter(values, dtype=np.float64, count=len(values))
+                stop = a + len(values) // len(columns)
+                numeric[a:stop, columns] = block.reshape(-1, len(columns))
+                nulls += int(np.count_nonzero(np.isnan(block)))  # JSON has no NaN: null only
+                filled += int(fills[a:stop].sum())
+            if nulls > filled:  # "null" text in the file must not pass for an empty field
+                raw = b",".join(
+                    [data[i:j] for i, j in zip(begin.tolist(), end.tolist(), strict=True)]
+                )
+                where = raw.find(b"null")
+                while where >= 0:
+                    bad.add(int(np.searchsorted(raw_offsets, where, side="right")) - 1)
+                    where = raw.find(b"null", where + 1)
         text: dict[int, np.ndarray] = {}  # CSV column -> its values
         for first, last in self.string_runs:
-            pieces = zip(starts(first).tolist(), ends[:, last].tolist(), strict=True)
-            body = b",".join([data[i:j] for i, j in pieces])
-            try:  # no quote or backslash in the text: quoting every field makes it JSON
-                texts = _JSON_STRINGS.decode(b'["' + body.replace(b",", b'","') + b'"]')
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                return None  # a control character (tab) or invalid UTF-8
-            width = last - first + 1
-            if len(texts) != n * width:
+            begin, end = starts(first), ends[:, last]
+            body = b",".join([data[i:j] for i, j in zip(begin.tolist(), end.tolist(), strict=True)])
+            run = last - first + 1
+            # no quote or backslash in the text: quoting every field makes it JSON
+            buf = bytearray(b'["' + body.replace(b",", b'","') + b'"]')
+            offsets = np.zeros(count + 1, dtype=np.int64)
+            np.cumsum(end - begin + 2 * (run - 1) + 3, out=offsets[1:])
+            offsets += 2
+            segments = _decode_rows(_JSON_STRINGS, buf, offsets, 2, run, bad)
+            if segments is None:
                 return None
-            flat = np.empty(len(texts), dtype=object)
-            flat[:] = texts
-            block = flat.reshape(n, width)
-            for offset in range(width):
+            block = np.empty((count, run), dtype=object)
+            for a, values in segments:
+                flat = np.empty(len(values), dtype=object)
+                flat[:] = values
+                block[a : a + len(values) // run] = flat.reshape(-1, run)
+            for offset in range(run):
                 text[first + offset] = block[:, offset]
+        keep = np.ones(count, dtype=bool)
+        if bad:
+            keep[list(bad)] = False
+        categorical = np.empty((int(keep.sum()), len(self.categorical_idx)), dtype=object)
         for j, column in enumerate(self.categorical_idx):
-            categorical[:, j] = text[column]
-        if self.id_idx is not None:
-            ids = text[self.id_idx]
-        return numeric, categorical, ids
+            categorical[:, j] = text[column][keep]
+        ids = None if self.id_idx is None else text[self.id_idx][keep]
+        return rows[keep], numeric[keep], categorical, ids
 
     # ------------------------------------------------------------------------- fast path
     def numeric_view(self, array: np.ndarray) -> np.ndarray:
@@ -579,21 +778,24 @@ class CsvLayout:
         k, m = len(self.numeric_fields), len(self.categorical_fields)
         slow: set[int] = records.multiline | records.unterminated
         simple = None
-        # a line of a one-column file is its field: a blank line would read as an empty value
-        if (
-            records.data is not None
-            and n
-            and not slow
-            and (self.n_fields > 1 or not records.has_blank())
-        ):
-            simple = self.parse_json(records.data, n)  # needs no blank line: wrong count if any
+        if records.data is not None and n and not slow:
+            simple = self.parse_arrow(records.data, n)
+        if simple is None and records.data is not None and n and not slow:
+            try:
+                simple = self.parse_json(records.data, n)
+            except _BlankLines:
+                records.drop_blank()
+                n = records.count
+                if records.data is not None and n:
+                    simple = self.parse_json(records.data, n)
         failed: list[int] = []
         if simple is None:
             records.drop_blank()
             n = records.count
         if simple is not None:
-            numeric, categorical, ids = simple
-            index = np.arange(n)
+            index, numeric, categorical, ids = simple
+            if len(index) < n:  # lines the JSON path left out
+                slow.update(np.setdiff1d(np.arange(n), index).tolist())
             with np.errstate(invalid="ignore"):
                 good = ((np.abs(numeric) <= FLOAT32_MAX) | np.isnan(numeric)).all(axis=1)
         else:

@@ -480,26 +480,29 @@ def test_json_numbers_round_halfway_cases_like_float(value: float, nudge: int) -
 
 
 @pytest.mark.parametrize(
-    ("cell", "uses_json"),
+    "cell",
     [
-        ("1.5", True),
-        ("", True),
-        ("-0", True),
-        ("1E5", True),
-        ("12345678901234567890123", True),
-        (".5", False),
-        ("+1", False),
-        ("01", False),
-        ("1.", False),
-        (" 2", True),
-        ("null", False),
-        ("nan", False),
+        "1.5",
+        "",
+        "-0",
+        "1E5",
+        "12345678901234567890123",
+        ".5",
+        "+1",
+        "01",
+        "1.",
+        " 2",
+        "null",
+        "nan",
+        "abc",
+        "1e400",
+        "1e39",
     ],
 )
-def test_json_path_takes_json_numbers_only(
-    cell: str, uses_json: bool, monkeypatch: pytest.MonkeyPatch
+def test_json_path_leaves_what_json_cannot_read_to_the_slow_path(
+    cell: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    text = f"{HEADER}\na,{cell},1,red\nb,2,,x\n"
+    text = f"{HEADER}\na,{cell},1,red\nb,2,,x\nc,3,3\nd,4,4,y\n"
     used = []
     original = CsvLayout.parse_json
 
@@ -510,9 +513,10 @@ def test_json_path_takes_json_numbers_only(
 
     monkeypatch.setattr(CsvLayout, "parse_json", spy)
     got = decode(text)
-    assert used == [uses_json]
+    assert used == [True]
     expected = decode_with(text, "slow")
     assert same_batch(got[0], expected[0]) and got[1] == expected[1]
+    assert RowError(3, None, "expected 4 fields, got 3") in got[1]
 
 
 @pytest.mark.parametrize(
@@ -653,3 +657,59 @@ def test_encoder_refuses_id_column_named_like_an_output_column() -> None:
 
 def test_decoded_output_of_the_module_constant() -> None:
     assert csv_format.FORMAT.name == "csv" and csv_format.FORMAT.extensions == (".csv",)
+
+
+# ---------------------------------------------------------------------- pyarrow fast path
+ARROW_CASES = [
+    "a,b,k,id\n1,2,x,r1\n3,4,y,r2\n",
+    "a,b,k,id\n1,,x,r1\n,4,,r2\n",  # empty numeric = missing, empty category = ""
+    "a,b,k,id\n1,nan,x,r1\n3,4,y,r2\n",  # a nan literal is a row error
+    "a,b,k,id\n1,inf,x,r1\n3,1e39,y,r2\n5,6,z,r3\n",  # non-finite / beyond float32
+    "a,b,k,id\n1,two,x,r1\n3,4,y,r2\n",  # text in a number
+    "a,b,k,id\n1,2,x\n3,4,y,r2\n",  # a field short
+    "a,b,k,id\n1,2,x,r1\n\n3,4,y,r2\n",  # a blank line
+    "a,b,k,id\n1.5e-3,-0.25,x,r1\n",
+]
+
+
+@pytest.mark.parametrize("text", ARROW_CASES)
+def test_arrow_path_matches_exact_paths(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where pyarrow is installed it decodes quote-free chunks; results must not change."""
+    import io
+
+    from skyscore.formats import csv as csv_format
+    from skyscore.formats import decode
+
+    schema = InputSchema(["a", "b"], ["k"], id_column="id")
+
+    def run(engine: str) -> list[tuple[list[int], list[list[float]], list[list[str]], Any, Any]]:
+        monkeypatch.setattr(csv_format, "_ARROW", [])
+        monkeypatch.setenv("SKYSCORE_CSV_ENGINE", engine)
+        out = []
+        for batch, errors in decode("csv", io.BytesIO(text.encode()), schema):
+            out.append(
+                (
+                    batch.rows.tolist(),
+                    np.nan_to_num(batch.numeric, nan=-7.0).tolist(),
+                    batch.categorical.tolist(),
+                    batch.ids,
+                    [e.to_dict() for e in errors],
+                )
+            )
+        return out
+
+    assert run("auto") == run("numpy")
+
+
+def test_arrow_path_takes_clean_chunks_and_declines_doubtful_ones() -> None:
+    from skyscore.formats.csv import CsvLayout
+
+    layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
+    taken = layout.parse_arrow(b"1,2,x,r1\n,4,,r2\n", 2)
+    assert taken is not None
+    rows, numeric, categorical, ids = taken
+    assert rows.tolist() == [0, 1] and categorical.tolist() == [["x"], [""]]
+    assert math.isnan(numeric[1, 0]) and ids is not None and ids.tolist() == ["r1", "r2"]
+    assert layout.parse_arrow(b"1,nan,x,r1\n", 1) is None
+    assert layout.parse_arrow(b"1,two,x,r1\n", 1) is None
+    assert layout.parse_arrow(b"1,2,x\n", 1) is None
