@@ -25,7 +25,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+unit: setup node_modules/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
