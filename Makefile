@@ -25,11 +25,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
-	@touch $@
-
-unit: setup node_modules/.installed
+unit: setup
 	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
