@@ -216,6 +216,11 @@ class ModelRegistry:
             raise ModelNotFound(f"no model named {name!r} in the registry at {self.store.uri}")
         return versions
 
+    def alias_history(self, name: str, alias: str = DEFAULT_ALIAS) -> list[str]:
+        """Earlier targets of ``alias``, oldest first (what rollback would return to)."""
+        record = self._read_alias(name, alias)
+        return [] if record is None else list(record.history)
+
     def _read_alias(self, name: str, alias: str) -> AliasRecord | None:
         try:
             data = self.store.read_bytes(self._alias_key(name, alias))

@@ -370,22 +370,17 @@ class RetrainController:
         (or for input drift) consider retraining."""
         if alarm in ("error_rate", "prediction_drift"):
             promoted = self._last_promotion_age(name)
-            if promoted is not None and promoted <= self.policy.rollback_window_seconds:
-                try:
-                    version = self.registry.rollback(
-                        name,
-                        reason=f"automatic rollback: {alarm} alarm {promoted:.0f}s after "
-                        f"promotion" + (f" ({reason})" if reason else ""),
-                    )
-                except SkyscoreError as error:
-                    return self._log(
-                        Decision(
-                            name,
-                            alarm,
-                            "skipped",
-                            f"{alarm} alarm, rollback impossible: {error.detail}",
-                        )
-                    )
+            has_previous = bool(self.registry.alias_history(name))
+            if (
+                promoted is not None
+                and promoted <= self.policy.rollback_window_seconds
+                and has_previous
+            ):
+                version = self.registry.rollback(
+                    name,
+                    reason=f"automatic rollback: {alarm} alarm {promoted:.0f}s after promotion"
+                    + (f" ({reason})" if reason else ""),
+                )
                 return self._log(
                     Decision(
                         name,

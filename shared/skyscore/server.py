@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,9 +51,10 @@ from skyscore.errors import PROBLEM_CONTENT_TYPE, BadRequest, SkyscoreError
 from skyscore.home import LocalHome
 
 if TYPE_CHECKING:
+    from skyscore.metrics import Metrics
     from skyscore.predictor import Predictor
     from skyscore.registry import ModelRegistry
-    from skyscore.scoring import ScoreReport
+    from skyscore.retrain import Alarm, RetrainController
 
 __all__ = [
     "DEFAULT_POLL_SECONDS",
@@ -355,7 +356,13 @@ class InboxWatcher:
         *,
         default_model: str | None = None,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        metrics: Metrics | None = None,
+        on_alarm: Callable[[str, str, dict[str, Any]], object] | None = None,
+        after_poll: Callable[[], object] | None = None,
     ) -> None:
+        self.metrics = metrics
+        self.on_alarm = on_alarm
+        self.after_poll = after_poll
         self.inbox = home.inbox
         self.predictions = home.predictions
         self.processed = home.root / "processed"
@@ -428,6 +435,11 @@ class InboxWatcher:
                 self.poll()
             except Exception:
                 _log.exception("inbox poll failed; retrying in %.1fs", self.poll_seconds)
+            if self.after_poll is not None:
+                try:
+                    self.after_poll()
+                except Exception:
+                    _log.exception("retraining tick failed; retrying")
             stop.wait(self.poll_seconds)
 
     # -- one file ------------------------------------------------------------------------------
@@ -475,9 +487,11 @@ class InboxWatcher:
         return outcome
 
     def _score(self, path: Path, predictor: Predictor, outcome: FileOutcome) -> None:
-        """The one place that talks to scoring: dedupe by manifest, then ``score_path``."""
+        """The one place that talks to scoring: dedupe by manifest, then score with drift
+        monitoring (manifest ``drift``, metrics, an HTML report) and raise any drift alarm."""
+        from skyscore.drift import summary
         from skyscore.formats import detect_format
-        from skyscore.scoring import score_path
+        from skyscore.monitoring import drift_alarm, score_file
 
         detect_format(path.name)  # an unsupported extension fails before any work
         output = self.predictions / path.name
@@ -488,11 +502,18 @@ class InboxWatcher:
             outcome.status = "duplicate"
             outcome.detail = f"already scored by {predictor.name} version {predictor.version}"
             return
-        report: ScoreReport = score_path(path, output, predictor)
+        report, drift = score_file(path, output, predictor, metrics=self.metrics, report_html=True)
+        alarm = drift_alarm(drift)
+        if alarm is not None and self.on_alarm is not None:
+            try:
+                self.on_alarm(predictor.name, alarm, drift)
+            except Exception:  # monitoring must never break scoring
+                _log.exception("handling the %s alarm for %s failed", alarm, predictor.name)
+        outcome.extra = {"drift": summary(drift)}
         outcome.status = "scored"
         outcome.rows_scored = report.rows_scored
         outcome.rows_failed = report.rows_failed
-        outcome.extra = {"version": predictor.version, "input_sha256": report.input_sha256}
+        outcome.extra.update(version=predictor.version, input_sha256=report.input_sha256)
 
     def _move(self, path: Path, directory: Path) -> Path:
         target = _unique(directory, path.name)
@@ -547,6 +568,13 @@ def _same_scoring(manifest: Path, digest: str, predictor: Predictor) -> bool:
 
 
 # ------------------------------------------------------------------------------ the runtime
+def _file_metrics(path: Path) -> Metrics:
+    """Metrics as JSON lines appended to a file in the home (no network, no stdout noise)."""
+    from skyscore.metrics import LogMetrics
+
+    return LogMetrics(path.open("a", encoding="utf-8"), format="json")
+
+
 class LocalRuntime:
     """HTTP server + inbox watcher over one local home; ``with LocalRuntime(...) as rt:``.
 
@@ -568,16 +596,36 @@ class LocalRuntime:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         watch_inbox: bool = True,
         log_to_stderr: bool = True,
+        retraining: bool = True,
+        controller: RetrainController | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.home = LocalHome(Path(home).expanduser().resolve()).ensure()
+        registry = registry or (self.home.registry() if provider is None else None)
         self.host = host
         self.port = port
         if provider is None:
-            provider = RegistryModelProvider(registry or self.home.registry())
+            assert registry is not None
+            provider = RegistryModelProvider(registry)
         self.provider = provider
         self.plane = DataPlane(provider, max_body_bytes=max_body_bytes, max_instances=max_instances)
+        self.metrics = metrics or _file_metrics(self.home.root / "metrics.jsonl")
+        if controller is None and retraining and registry is not None:
+            from skyscore.adapters.local import LocalBlobStore, LocalJobRunner
+            from skyscore.retrain import RetrainController
+
+            controller = RetrainController(
+                LocalBlobStore(self.home.root), registry, LocalJobRunner(self.home.root)
+            )
+        self.controller = controller if retraining else None
         self.watcher = InboxWatcher(
-            self.home, provider, default_model=default_model, poll_seconds=poll_seconds
+            self.home,
+            provider,
+            default_model=default_model,
+            poll_seconds=poll_seconds,
+            metrics=self.metrics,
+            on_alarm=self._on_alarm if self.controller else None,
+            after_poll=self._tick if self.controller else None,
         )
         self.watch_inbox = watch_inbox
         self.log_to_stderr = log_to_stderr
@@ -585,6 +633,24 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._stopped = threading.Event()
+
+    def _on_alarm(self, model: str, alarm: str, drift: dict[str, Any]) -> None:
+        """A drift alarm from a scored file goes to the retraining controller."""
+        from skyscore.drift import summary
+
+        assert self.controller is not None
+        kind: Alarm = "prediction_drift" if alarm == "prediction_drift" else "drift"
+        decision = self.controller.on_alarm(model, kind, reason=summary(drift))
+        _log.info("retraining decision", extra={"fields": decision.to_dict()})
+
+    def _tick(self) -> None:
+        """Judge finished training jobs: promote or reject their candidates."""
+        assert self.controller is not None
+        for name in self.controller.registry.list_models():
+            if not self.controller.pending(name):
+                continue
+            for decision in self.controller.poll(name):
+                _log.info("retraining decision", extra={"fields": decision.to_dict()})
 
     @property
     def url(self) -> str:

@@ -1,6 +1,6 @@
 """The inference path imports only onnxruntime, numpy, msgspec and the core.
 
-scikit-learn, scipy and pandas are made unimportable in a fresh interpreter, which then loads a
+scikit-learn, scipy and pandas (and the optional pyarrow) are made unimportable in a fresh interpreter, which then loads a
 registered model, scores a CSV file and answers an HTTP request through the dataplane.
 """
 
@@ -23,7 +23,9 @@ CHILD = textwrap.dedent(
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"sklearn", "scipy", "pandas"}:
+            # pyarrow too: it is optional (a faster CSV path where installed), and the function
+            # packages go without it
+            if name.split(".")[0] in {"sklearn", "scipy", "pandas", "pyarrow"}:
                 raise ImportError(f"{name} is blocked on the inference path")
             return None
 

@@ -289,7 +289,12 @@ def test_inbox_scores_reports_and_deduplicates(runtime: LocalRuntime, cancer_csv
     manifest_path = predictions / "batch.csv.manifest.json"
     wait_for((home / "processed" / "batch.csv").exists, "the input to be processed")
 
-    assert _files(predictions) == ["batch.csv", "batch.csv.errors.jsonl", "batch.csv.manifest.json"]
+    assert _files(predictions) == [
+        "batch.csv",
+        "batch.csv.errors.jsonl",
+        "batch.csv.manifest.json",
+        "batch.csv.report.html",
+    ]
     manifest = json.loads(manifest_path.read_text())
     assert (manifest["rows_read"], manifest["rows_scored"], manifest["rows_failed"]) == (10, 8, 2)
     assert manifest["model"]["name"] == "cancer" and manifest["model"]["version"] == "1"
