@@ -130,3 +130,34 @@ def test_help_documents_every_command() -> None:
     text = subprocess.run([SKYSCORE, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("train", "score", "serve", "promote", "rollback", "models", "demo"):
         assert command in text
+
+
+def test_score_manifest_has_drift_and_reports_render(
+    home: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    lines = (data_dir / "breast_cancer.csv").read_text().splitlines()[:60]
+    header = lines[0].split(",")
+    target = header.index("diagnosis")
+    source = tmp_path / "batch.csv"
+    source.write_text(
+        "\n".join(",".join(f for i, f in enumerate(x.split(",")) if i != target) for x in lines)
+        + "\n"
+    )
+    result = run("score", str(source), "--model", "cancer", home=home)
+    assert "max PSI" in result.stdout
+    manifest = tmp_path / "batch.predictions.csv.manifest.json"
+    drift = json.loads(manifest.read_text())["drift"]
+    assert drift["rows"] == 59 and "mean_radius" in drift["features"]
+
+    batch = run("report", str(manifest), home=home)
+    html = tmp_path / "batch.predictions.csv.report.html"
+    assert str(html) in batch.stdout and "<svg" in html.read_text()
+    promotion = run("report", "--model", "cancer", home=home)
+    path = Path(promotion.stdout.split("report: ", 1)[1].strip())
+    assert "cancer" in path.read_text()
+
+
+def test_retrain_refuses_without_new_data(home: Path) -> None:
+    result = run("retrain", "cancer", home=home)
+    assert result.stdout.startswith("skipped: manual")
+    assert "new labelled rows" in result.stdout
