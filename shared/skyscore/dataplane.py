@@ -34,6 +34,7 @@ from skyscore.errors import (
     internal_problem,
     problem_body,
 )
+from skyscore.online import OnlineDrift
 from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema
 
 if TYPE_CHECKING:
@@ -335,6 +336,13 @@ ROUTES: tuple[Route, ...] = (
         PredictRequest,
         errors=(*ANY_ERROR, *BODY_ERRORS),
     ),
+    Route(
+        "GET",
+        "/v1/models/{name}/drift",
+        "drift",
+        "Drift of recent HTTP traffic against the model card's baseline (rolling window)",
+        dict[str, Any],
+    ),
     Route("GET", "/v1/models", "list_models", "List models and their serving versions", ModelList),
     Route("GET", "/v2", "server_metadata", "Server metadata", v2.ServerMetadata, tag="v2"),
     Route("GET", "/v2/health/live", "live", "Liveness", v2.LiveResponse, tag="v2"),
@@ -557,8 +565,10 @@ class DataPlane:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_instances: int = DEFAULT_MAX_INSTANCES,
+        online_drift: OnlineDrift | None = None,
     ) -> None:
         self.provider = provider
+        self.online_drift = online_drift if online_drift is not None else OnlineDrift()
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
         self._handlers: dict[str, Handler] = {
@@ -665,6 +675,7 @@ class DataPlane:
         else:
             probabilities = predictor.predict_proba(batch)
             predictions = predictor.format_predictions(batch, probabilities)
+            self.online_drift.observe(predictor, batch.numeric, batch.categorical, probabilities)
         return Response(
             200,
             {"content-type": JSON_CONTENT_TYPE},
@@ -672,6 +683,9 @@ class DataPlane:
                 {"predictions": predictions, "model": predictor.name, "version": predictor.version}
             ),
         )
+
+    def _op_drift(self, request: Request, name: str) -> Response:
+        return self._json(self.online_drift.result(self.provider.get(name)))
 
     def _op_list_models(self, request: Request) -> Response:
         models: list[ModelSummary] = []
@@ -732,6 +746,7 @@ class DataPlane:
             inference, predictor, max_instances=self.max_instances
         )
         probabilities = predictor.predict_arrays(numeric, categorical)
+        self.online_drift.observe(predictor, numeric, categorical, probabilities)
         response = v2.InferenceResponse(
             model_name=predictor.name,
             model_version=predictor.version,

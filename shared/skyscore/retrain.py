@@ -292,7 +292,25 @@ class RetrainController:
                     job_id=status.job_id,
                 )
             )
-        return self.judge(name, candidate_card.version, job_id=status.job_id)
+        try:
+            return self.judge(name, candidate_card.version, job_id=status.job_id)
+        except SkyscoreError as error:  # e.g. unreadable held-out data: never leave it unjudged
+            self.registry.record(
+                name,
+                "rejected",
+                candidate_card.version,
+                reason=f"could not be judged: {error.detail}",
+            )
+            return self._log(
+                Decision(
+                    name,
+                    "job",
+                    "rejected",
+                    f"candidate could not be judged: {error.detail}",
+                    job_id=status.job_id,
+                    version=candidate_card.version,
+                )
+            )
 
     def _staging_key(self, status: JobStatus) -> str:
         """The store key prefix under which a job's artifacts landed."""

@@ -568,6 +568,10 @@ def _same_scoring(manifest: Path, digest: str, predictor: Predictor) -> bool:
 
 
 # ------------------------------------------------------------------------------ the runtime
+ONLINE_CHECK_SECONDS = 60.0  # how often live HTTP traffic is checked for drift
+ONLINE_MIN_ROWS = 500  # fewer requests than this in the window raise no alarm
+
+
 def _file_metrics(path: Path) -> Metrics:
     """Metrics as JSON lines appended to a file in the home (no network, no stdout noise)."""
     from skyscore.metrics import LogMetrics
@@ -633,6 +637,7 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._online_checked = time.monotonic()
 
     def _on_alarm(self, model: str, alarm: str, drift: dict[str, Any]) -> None:
         """A drift alarm from a scored file goes to the retraining controller."""
@@ -644,13 +649,30 @@ class LocalRuntime:
         _log.info("retraining decision", extra={"fields": decision.to_dict()})
 
     def _tick(self) -> None:
-        """Judge finished training jobs: promote or reject their candidates."""
+        """Judge finished training jobs; now and then, check drift of live HTTP traffic."""
         assert self.controller is not None
+        now = time.monotonic()
+        if now - self._online_checked >= ONLINE_CHECK_SECONDS:
+            self._online_checked = now
+            self._check_online_drift()
         for name in self.controller.registry.list_models():
             if not self.controller.pending(name):
                 continue
             for decision in self.controller.poll(name):
                 _log.info("retraining decision", extra={"fields": decision.to_dict()})
+
+    def _check_online_drift(self) -> None:
+        """Raise the drift alarm for HTTP traffic that has moved away from the baseline."""
+        from skyscore.monitoring import drift_alarm
+
+        for name in self.provider.names():
+            try:
+                drift = self.plane.online_drift.result(self.provider.get(name))
+            except SkyscoreError:
+                continue
+            alarm = drift_alarm(drift) if drift["rows"] >= ONLINE_MIN_ROWS else None
+            if alarm is not None:
+                self._on_alarm(name, alarm, drift)
 
     @property
     def url(self) -> str:

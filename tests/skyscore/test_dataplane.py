@@ -624,3 +624,40 @@ def test_fast_batch_takes_the_common_cases() -> None:
     assert fast_batch(SCHEMA, [{"x1": 1, "x2": 2, "color": 3}], None) is None  # canonical path
     strict = InputSchema(["x1"], [], strict=True)
     assert fast_batch(strict, [{"x1": 1}], None) is None
+
+
+def test_online_drift_window_follows_http_traffic(hgb_predictor: Predictor) -> None:
+    """Requests feed a rolling window; shifted traffic shows as drift at /v1/models/{name}/drift."""
+    from skyscore.dataplane import DataPlane, Request, StaticModelProvider
+    from skyscore.datasets import synthetic_arrays
+    from skyscore.online import OnlineDrift
+
+    plane = DataPlane(
+        StaticModelProvider([hgb_predictor]), online_drift=OnlineDrift(flush_every=8, window=100)
+    )
+    card = hgb_predictor.card
+
+    def send(shift: float, count: int, seed: int) -> None:
+        numeric, categorical, _ = synthetic_arrays(count, seed=seed, shift=shift)
+        for i in range(count):
+            instance = dict(zip(card.numeric_features, numeric[i].tolist(), strict=True))
+            instance.update(zip(card.categorical_features, categorical[i].tolist(), strict=True))
+            body = msgspec.json.encode({"instances": [instance]})
+            headers = {"content-type": "application/json"}
+            assert (
+                plane.handle(Request("POST", "/v1/models/fraud/predict", headers, body)).status
+                == 200
+            )
+
+    def drift() -> dict[str, Any]:
+        response = plane.handle(Request("GET", "/v1/models/fraud/drift"))
+        assert response.status == 200
+        result: dict[str, Any] = response.json()
+        return result
+
+    send(0.0, 300, 1)
+    quiet = drift()
+    assert quiet["rows"] == 300 and quiet["status"] != "drift"
+    send(2.0, 300, 2)
+    shifted = drift()
+    assert shifted["rows"] == 600 and shifted["status"] == "drift"

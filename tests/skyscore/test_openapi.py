@@ -224,6 +224,8 @@ def _exchanges(demo: Predictor, hgb: Predictor) -> list[tuple[str, str, Any, dic
         ("POST", "/v2/models/cancer/infer", {"inputs": "x"}, json_headers),
         ("PUT", "/v2/models/cancer/infer", None, json_headers),
         ("GET", "/openapi.json", None, {}),
+        ("GET", "/v1/models/cancer/drift", None, {}),
+        ("GET", "/v1/models/nope/drift", None, {}),
     ]
 
 

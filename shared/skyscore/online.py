@@ -1,0 +1,77 @@
+"""Drift over live HTTP traffic: a rolling window of recent requests per model version.
+
+Observing a request is an append to a buffer (the hot path stays a few hundred nanoseconds
+longer); every ``flush_every`` requests the buffer is counted into a :class:`RollingDrift` as one
+batch, so the counting cost is paid once per many requests, off the median path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skyscore.drift import RollingDrift
+from skyscore.schema import Batch
+
+if TYPE_CHECKING:
+    from skyscore.predictor import Predictor
+
+_Item = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class OnlineDrift:
+    """Per ``(model, version)``: the last ``window`` flushes of ``flush_every`` requests each."""
+
+    def __init__(self, *, flush_every: int = 64, window: int = 50) -> None:
+        self.flush_every = flush_every
+        self.window = window
+        self._lock = threading.Lock()
+        self._buffers: dict[tuple[str, str], list[_Item]] = {}
+        self._rolling: dict[tuple[str, str], RollingDrift] = {}
+
+    def observe(
+        self,
+        predictor: Predictor,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        probabilities: np.ndarray,
+    ) -> None:
+        """Remember one scored request; count the buffer once it is full."""
+        key = (predictor.name, predictor.version)
+        with self._lock:
+            buffer = self._buffers.setdefault(key, [])
+            buffer.append((numeric, categorical, probabilities))
+            if len(buffer) < self.flush_every:
+                return
+            self._buffers[key] = []
+        self._count(predictor, buffer)
+
+    def _count(self, predictor: Predictor, items: list[_Item]) -> None:
+        if not items:
+            return
+        numeric = np.concatenate([i[0] for i in items])
+        categorical = np.concatenate([i[1] for i in items])
+        probabilities = np.concatenate([i[2] for i in items])
+        batch = Batch(np.arange(1, len(numeric) + 1), numeric, categorical, None)
+        key = (predictor.name, predictor.version)
+        with self._lock:
+            rolling = self._rolling.get(key)
+            if rolling is None:
+                rolling = self._rolling[key] = RollingDrift(predictor.card, window=self.window)
+            rolling.observe(batch, probabilities)
+
+    def result(self, predictor: Predictor) -> dict[str, Any]:
+        """The window's ``drift`` object (requests still in the buffer included)."""
+        key = (predictor.name, predictor.version)
+        with self._lock:
+            pending = self._buffers.pop(key, [])
+        self._count(predictor, pending)
+        with self._lock:
+            rolling = self._rolling.get(key)
+            if rolling is None:
+                rolling = self._rolling[key] = RollingDrift(predictor.card, window=self.window)
+            result = rolling.result()
+        result["window_requests"] = self.window * self.flush_every
+        return result
