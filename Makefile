@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench bench-aws clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+unit: setup node_modules/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
@@ -33,6 +37,9 @@ test: lint typecheck unit
 
 bench: setup
 	$(BIN)/python -m bench
+
+bench-aws: setup node_modules/.installed
+	$(BIN)/python -m bench.aws
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .skyscore

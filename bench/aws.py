@@ -1,0 +1,389 @@
+"""AWS figures: function package sizes, HTTP cold start from the Lambda package against the same
+handler on scikit-learn + joblib, and end-to-end upload scoring throughput against moto server.
+
+    .venv/bin/python -m bench.aws                  # uses .serverless/skyscore.zip, else packages
+    .venv/bin/python -m bench.aws --rows 500000
+
+Not a test: it prints figures. moto answers on localhost, so S3 latency here is far below real
+S3's (tens of milliseconds per request); both cold-start variants read their model from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "skyscore-bench-data"
+
+SKYSCORE_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, sys.argv[1])       # the Lambda task root: the package's own wheels first
+sys.path.append(sys.argv[2])          # boto3 (in the Lambda runtime, not in the package)
+import json
+from functions.aws import http
+t1 = time.perf_counter()
+event = json.loads(sys.argv[3])
+ctx = type("C", (), {"function_name": "f", "memory_limit_in_mb": 1769, "aws_request_id": "r",
+                     "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f"})()
+answer = http.handler(event, ctx)
+assert answer["statusCode"] == 200, answer
+t2 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "total": t2 - t0}))
+"""
+
+SKLEARN_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import io, json
+import boto3, joblib, pandas as pd, sklearn
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+app = APIGatewayHttpResolver()
+columns = json.loads(sys.argv[3])
+models = {}
+
+@app.post("/v1/models/<name>/predict")
+def predict(name):
+    if name not in models:
+        body = boto3.client("s3").get_object(Bucket=sys.argv[1], Key=f"sklearn/{name}.joblib")["Body"]
+        models[name] = joblib.load(io.BytesIO(body.read()))
+    model = models[name]
+    instances = app.current_event.json_body["instances"]
+    frame = pd.DataFrame([[row[c] for c in columns] for row in instances])
+    probabilities = model.predict_proba(frame)
+    return {"predictions": [{"probabilities": list(map(float, p))} for p in probabilities]}
+
+t1 = time.perf_counter()
+ctx = type("C", (), {"function_name": "f", "memory_limit_in_mb": 1769, "aws_request_id": "r",
+                     "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f"})()
+answer = app.resolve(json.loads(sys.argv[2]), ctx)
+assert answer["statusCode"] == 200, answer
+t2 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "total": t2 - t0}))
+"""
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+def package(path: Path | None) -> Path:
+    """The function package: the given zip, the last `serverless package`, or a fresh one."""
+    if path is not None:
+        return path
+    default = ROOT / ".serverless" / "skyscore.zip"
+    if not default.exists():
+        env = {
+            **os.environ,
+            "SLS_TELEMETRY_DISABLED": "1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "SKYSCORE_PYTHON": sys.executable,
+        }
+        subprocess.run(
+            [str(ROOT / "node_modules" / ".bin" / "serverless"), "package", "--stage", "dev"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+    return default
+
+
+def sizes(zip_path: Path, functions: list[str]) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        unzipped = sum(i.file_size for i in zf.infolist())
+        tops: dict[str, int] = {}
+        for info in zf.infolist():
+            top = info.filename.split("/", 1)[0]
+            tops[top] = tops.get(top, 0) + info.file_size
+    zipped = zip_path.stat().st_size
+    rows = [
+        [f, f"{zipped / 2**20:.1f}", f"{unzipped / 2**20:.1f}", f"{unzipped / (250 * 2**20):.0%}"]
+        for f in functions
+    ]
+    table(
+        "Function packages (one shared artifact; `package.individually: false`)",
+        ["function", "zipped MiB", "unzipped MiB", "of the 250 MB limit"],
+        rows,
+    )
+    biggest = sorted(tops.items(), key=lambda kv: -kv[1])[:6]
+    table(
+        "Largest parts of the package (unzipped)",
+        ["top-level", "MiB"],
+        [[k, f"{v / 2**20:.1f}"] for k, v in biggest],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.aws", description=__doc__)
+    parser.add_argument("--zip", type=Path, default=None)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import boto3
+    import joblib
+    from moto.server import ThreadedMotoServer
+
+    from skyscore.adapters.aws import S3BlobStore
+    from skyscore.datasets import DEMO_ID, DEMO_TARGET, breast_cancer_frame, write_synthetic_csv
+    from skyscore.registry import ModelRegistry
+    from skyscore.train import TrainConfig, train
+
+    zip_path = package(args.zip)
+    sizes(zip_path, ["http", "upload", "score", "retrainSchedule", "retrainAlarm", "jobCompleted"])
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    work = Path(tempfile.mkdtemp(prefix="skyscore-bench-aws-"))
+    (work / "aws").write_text("")
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(work / "aws"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(work / "aws"),
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "SKYSCORE_BUCKET": BUCKET,
+        "SKYSCORE_MODEL": "cancer",
+    }
+    os.environ.update(env)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    registry = ModelRegistry(S3BlobStore(BUCKET, client=s3))
+
+    frame = breast_cancer_frame()
+    data = work / "cancer.csv"
+    frame.to_csv(data, index=False)
+    result = train(
+        TrainConfig(
+            data=str(data), target=DEMO_TARGET, name="cancer", estimator="logreg", id_column=DEMO_ID
+        )
+    )
+    registry.promote("cancer", registry.register(result.card, result.onnx_bytes).version)
+    buffer = io.BytesIO()
+    joblib.dump(result.pipeline, buffer)
+    s3.put_object(Bucket=BUCKET, Key="sklearn/cancer.joblib", Body=buffer.getvalue())
+
+    # ---- cold start: a fresh process imports the handler and answers one prediction
+    task = work / "task"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(task)
+    columns = [c for c in frame.columns if c != DEMO_TARGET]
+    row = {c: (v.item() if hasattr(v, "item") else v) for c, v in frame[columns].iloc[0].items()}
+    body = json.dumps({"instances": [row]})
+    event = {
+        "version": "2.0",
+        "routeKey": "ANY /{proxy+}",
+        "rawPath": "/v1/models/cancer/predict",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "http": {"method": "POST", "path": "/v1/models/cancer/predict"},
+            "requestId": "r",
+            "stage": "$default",
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+    boto_site = str(Path(boto3.__file__).parents[1])
+    sky = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        SKYSCORE_CHILD,
+        str(task),
+        boto_site,
+        json.dumps(event),
+    ]
+    features = [c for c in columns if c != DEMO_ID]
+    skl = [sys.executable, "-c", SKLEARN_CHILD, BUCKET, json.dumps(event), json.dumps(features)]
+
+    def spawn(command: list[str]) -> dict[str, float]:
+        started = time.perf_counter()
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, env={**os.environ, **env}
+        )
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["process"] = time.perf_counter() - started
+        return figures
+
+    spawn(sky), spawn(skl)  # warm the page cache for both
+    ours = [spawn(sky) for _ in range(args.runs)]
+    theirs = [spawn(skl) for _ in range(args.runs)]
+
+    def med(samples: list[dict[str, float]], key: str) -> float:
+        return statistics.median(s[key] for s in samples) * 1e3
+
+    rows = [
+        [
+            label,
+            f"{med(s, 'import'):.0f}",
+            f"{med(s, 'first'):.0f}",
+            f"{med(s, 'total'):.0f}",
+            f"{med(s, 'process'):.0f}",
+        ]
+        for label, s in (
+            ("skyscore package (ONNX, S3 registry)", ours),
+            ("scikit-learn + joblib + pandas", theirs),
+        )
+    ]
+    rows.append(
+        [
+            "speed-up",
+            "",
+            "",
+            f"**{med(theirs, 'total') / med(ours, 'total'):.1f}x**",
+            f"**{med(theirs, 'process') / med(ours, 'process'):.1f}x**",
+        ]
+    )
+    table(
+        f"HTTP cold start, fresh process, model read from moto S3 (median of {args.runs})",
+        ["handler", "import ms", "first request ms", "import + first ms", "process wall ms"],
+        rows,
+    )
+
+    # ---- upload scoring throughput, end to end through moto
+    from functions.aws import common, queue, upload
+
+    fraud_data = work / "fraud-train.csv"
+    write_synthetic_csv(fraud_data, 20_000, seed=1)
+    fraud = train(
+        TrainConfig(
+            data=str(fraud_data),
+            target="fraud",
+            name="fraud",
+            estimator="hgb",
+            id_column="id",
+            max_iter=50,
+        )
+    )
+    registry.promote("fraud", registry.register(fraud.card, fraud.onnx_bytes).version)
+    big = work / "big.csv"
+    write_synthetic_csv(big, args.rows, seed=7, labelled=False)
+    payload = big.read_bytes()
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="bench-work")["QueueUrl"]
+    os.environ["SKYSCORE_WORK_QUEUE_URL"] = queue_url
+    ctx = type(
+        "C",
+        (),
+        {
+            "function_name": "f",
+            "memory_limit_in_mb": 3008,
+            "aws_request_id": "r",
+            "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f",
+        },
+    )
+
+    def s3_event(key: str) -> dict[str, Any]:
+        etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        return {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "eTag": etag}},
+                }
+            ]
+        }
+
+    results = []
+    for label, fanout, workers in (
+        ("one invocation", 1 << 40, 0),
+        ("fan-out, 4 concurrent workers", len(payload) // 8, 4),
+    ):
+        os.environ["SKYSCORE_FANOUT_BYTES"] = str(fanout)
+        os.environ["SKYSCORE_PART_BYTES"] = str(max(len(payload) // 8, 5 << 20))
+        common.reset()
+        key = f"incoming/fraud/{label.split(',')[0].replace(' ', '-')}.csv"
+        started = time.perf_counter()
+        s3.put_object(Bucket=BUCKET, Key=key, Body=payload)
+        request = ctx()
+        request.aws_request_id = label
+        answer = upload.handler(s3_event(key), request)
+        if workers:
+
+            def worker() -> None:
+                while True:
+                    got = sqs.receive_message(
+                        QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"]
+                    ).get("Messages", [])
+                    if not got:
+                        return
+                    message = got[0]
+                    record = {
+                        "messageId": message["MessageId"],
+                        "receiptHandle": message["ReceiptHandle"],
+                        "body": message["Body"],
+                        "attributes": message.get("Attributes", {}),
+                        "messageAttributes": {},
+                        "md5OfBody": "",
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-work",
+                        "awsRegion": "us-east-1",
+                    }
+                    out = queue.handler({"Records": [record]}, ctx())
+                    assert not out["batchItemFailures"], out
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+            threads = [threading.Thread(target=worker) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        elapsed = time.perf_counter() - started
+        out_key = key.replace("incoming/", "predictions/").replace(".csv", ".predictions.csv")
+        manifest = json.loads(
+            s3.get_object(Bucket=BUCKET, Key=out_key + ".manifest.json")["Body"].read()
+        )
+        assert manifest["rows_scored"] == args.rows, manifest
+        results.append(
+            [
+                label,
+                f"{args.rows:,}",
+                f"{len(payload) / 2**20:.0f}",
+                f"{elapsed:.2f}",
+                f"{args.rows / elapsed:,.0f}",
+                f"{len(payload) / 2**20 / elapsed:.1f}",
+                str(manifest.get("fanout", {}).get("parts", 1)),
+                answer["results"][0]["status"],
+            ]
+        )
+    table(
+        f"Upload scoring end to end against moto (upload, S3 event, score, write; {os.cpu_count()} CPUs)",
+        ["path", "rows", "MiB", "seconds", "rows/s", "MiB/s", "parts", "first status"],
+        results,
+    )
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
