@@ -126,7 +126,7 @@ class InputSchema:
                 and not isinstance(value, str)
                 and (isinstance(value, bool) or not isinstance(value, int))
             ):
-                return RowError(0, name, f"expected a string category, got {_json_type(value)}")
+                return RowError(0, name, f"expected a string category, got {json_type(value)}")
         if self.strict:
             unknown = self.unknown_columns(record)
             if unknown:
@@ -168,7 +168,7 @@ def numeric_problem(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"expected a number, got {_json_type(value)}"
+        return f"expected a number, got {json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return "non-finite number"
     if abs(value) > FLOAT32_MAX:
@@ -176,7 +176,8 @@ def numeric_problem(value: Any) -> str | None:
     return None
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):

@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 
 from skyscore.errors import BadRequest, InvalidInput, PayloadTooLarge
-from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, numeric_problem
+from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, json_type, numeric_problem
 
 if TYPE_CHECKING:
     from skyscore.predictor import Predictor
@@ -273,7 +273,7 @@ def _numeric_values(values: list[Any], datatype: str, where: _Where) -> np.ndarr
             continue
         if is_bool:
             if not isinstance(value, bool):
-                where.fail(index, f"expected a boolean, got {_json_type(value)}")
+                where.fail(index, f"expected a boolean, got {json_type(value)}")
             out[index] = float(value)
             continue
         reason = numeric_problem(value)
@@ -298,7 +298,7 @@ def _category_values(values: list[Any], datatype: str, where: _Where) -> list[st
             out.append(str(value))
         else:
             expected = "a string" if want_str else "an integer"
-            where.fail(index, f"expected {expected} ({datatype}), got {_json_type(value)}")
+            where.fail(index, f"expected {expected} ({datatype}), got {json_type(value)}")
     return out
 
 
@@ -479,17 +479,3 @@ def response_outputs(
                 )
             )
     return outputs
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
