@@ -180,6 +180,17 @@ def run_demo(home: LocalHome) -> int:
                 steps.say(f"    {line}")
         steps.say("the broken rows we planted: " + "; ".join(broken))
         steps.say(f"manifest:     {manifest_path}")
+        drift = manifest.get("drift")
+        if drift:
+            from skyscore.drift import summary
+
+            steps.say(f"monitoring:   {summary(drift)} (vs the training baseline)")
+        report_path = output.with_name(output.name + ".report.html")
+        deadline = time.monotonic() + 10
+        while not report_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if report_path.exists():
+            steps.say(f"HTML report:  {report_path}")
         steps.done()
 
         steps.begin("Calling the HTTP API")

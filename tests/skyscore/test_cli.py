@@ -161,3 +161,20 @@ def test_retrain_refuses_without_new_data(home: Path) -> None:
     result = run("retrain", "cancer", home=home)
     assert result.stdout.startswith("skipped: manual")
     assert "new labelled rows" in result.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """`make demo`'s command, in a fresh home: every step reports and the outputs exist."""
+    result = subprocess.run(
+        [SKYSCORE, "demo", "--home", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("[1/5]", "[5/5]", "3 bad rows reported", "-> 200", "-> 422", "Demo complete"):
+        assert step in result.stdout
+    predictions = tmp_path / "demo" / "predictions"
+    assert (predictions / "patients.csv").exists()
+    assert (predictions / "patients.csv.report.html").exists()
