@@ -44,6 +44,7 @@ def _session(sha256: str, onnx_bytes: bytes) -> onnxruntime.InferenceSession:
             options.intra_op_num_threads = _threads()
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            options.enable_cpu_mem_arena = False
             session = onnxruntime.InferenceSession(
                 onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
             )
