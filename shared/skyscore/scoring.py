@@ -19,7 +19,9 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,6 +371,16 @@ def score_stream(
     producer = _Producer(
         file_format.decode(readable, schema, chunk_rows=chunk_rows), depth=QUEUE_DEPTH
     )
+    # Encoding runs on its own thread, one chunk at a time and in order, so that the scoring
+    # thread only feeds ONNX Runtime; at most QUEUE_DEPTH encoded chunks wait (bounded memory).
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyscore-encode")
+    pending: deque[Future[float]] = deque()
+
+    def encode(batch: Batch, probabilities: np.ndarray, labels: np.ndarray) -> float:
+        tick = time.perf_counter()
+        encoder.write(batch, probabilities, labels)
+        return time.perf_counter() - tick
+
     try:
         for batch, errors in producer:
             report.chunks += 1
@@ -389,15 +401,20 @@ def score_stream(
             report.infer_seconds += tock - tick
             for observer in observers:
                 observer.observe(batch, probabilities)
-            tick = time.perf_counter()
-            report.observe_seconds += tick - tock
-            encoder.write(batch, probabilities, labels)
-            report.encode_seconds += time.perf_counter() - tick
+            report.observe_seconds += time.perf_counter() - tock
+            pending.append(writer.submit(encode, batch, probabilities, labels))
+            while len(pending) > QUEUE_DEPTH:
+                report.encode_seconds += pending.popleft().result()
             report.rows_scored += len(batch)
+        while pending:
+            report.encode_seconds += pending.popleft().result()
         tick = time.perf_counter()
         encoder.close()
         report.encode_seconds += time.perf_counter() - tick
     finally:
+        for future in pending:
+            future.cancel()
+        writer.shutdown(wait=True)
         producer.stop()
     report.decode_seconds = producer.decode_seconds
     if hashing is not None:
