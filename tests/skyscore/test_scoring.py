@@ -29,7 +29,6 @@ COLORS = ["red", "green", "blue"]
 # ------------------------------------------------------------------------------- models
 def _tiny_onnx() -> bytes:
     """softmax([x1, x2, code(color)] @ W): a real two-input graph, built in milliseconds."""
-    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     weights = np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 0.5]], dtype=np.float32)
@@ -225,8 +224,9 @@ def test_every_format_writes_its_own_format(fmt: str, tmp_path: Path) -> None:
     elif fmt == "json":
         source.write_text(json.dumps(records))
     else:
-        pa = pytest.importorskip("pyarrow")
-        pq = pytest.importorskip("pyarrow.parquet")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         del records[7]
         pq.write_table(pa.Table.from_pylist(records), source)
     output = tmp_path / f"out.{fmt}"

@@ -53,6 +53,9 @@ class FileFormat(abc.ABC):
         """Model-ready chunks of good rows, plus the rows that failed validation."""
 
     @abc.abstractmethod
+    def encoder_type(self) -> type[Encoder]:
+        """The :class:`Encoder` subclass that writes this format."""
+
     def encoder(
         self,
         sink: Writable,
@@ -62,6 +65,9 @@ class FileFormat(abc.ABC):
         class_names: Sequence[str],
     ) -> Encoder:
         """An encoder writing predictions in this format to ``sink``."""
+        return self.encoder_type()(
+            sink, id_column=id_column, classes=classes, class_names=class_names
+        )
 
     @abc.abstractmethod
     def sniff(self, head: bytes) -> str | None:

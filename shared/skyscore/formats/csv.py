@@ -936,16 +936,9 @@ class CsvFormat(FileFormat):
         if layout is None:
             raise InvalidInput("the CSV file is empty: it has no header row")
 
-    def encoder(
-        self,
-        sink: Writable,
-        *,
-        id_column: str | None,
-        classes: Sequence[str | int],
-        class_names: Sequence[str],
-    ) -> CsvEncoder:
-        """A CSV encoder for ``sink``."""
-        return CsvEncoder(sink, id_column=id_column, classes=classes, class_names=class_names)
+    def encoder_type(self) -> type[CsvEncoder]:
+        """Writes CSV."""
+        return CsvEncoder
 
     def sniff(self, head: bytes) -> str | None:
         """Reject JSON-looking text (binary content is checked for every text format)."""

@@ -274,16 +274,9 @@ class JsonLinesFormat(FileFormat):
             if pending.count:
                 yield pending.flush()
 
-    def encoder(
-        self,
-        sink: Writable,
-        *,
-        id_column: str | None,
-        classes: Sequence[str | int],
-        class_names: Sequence[str],
-    ) -> JsonLinesEncoder:
-        """A JSON Lines encoder for ``sink``."""
-        return JsonLinesEncoder(sink, id_column=id_column, classes=classes, class_names=class_names)
+    def encoder_type(self) -> type[JsonLinesEncoder]:
+        """Writes JSON Lines."""
+        return JsonLinesEncoder
 
     def sniff(self, head: bytes) -> str | None:
         """The first non-blank character of JSON Lines records is ``{``."""
@@ -464,16 +457,9 @@ class JsonArrayFormat(FileFormat):
         if pending.count:
             yield pending.flush()
 
-    def encoder(
-        self,
-        sink: Writable,
-        *,
-        id_column: str | None,
-        classes: Sequence[str | int],
-        class_names: Sequence[str],
-    ) -> JsonArrayEncoder:
-        """A JSON array encoder for ``sink``."""
-        return JsonArrayEncoder(sink, id_column=id_column, classes=classes, class_names=class_names)
+    def encoder_type(self) -> type[JsonArrayEncoder]:
+        """Writes JSON array."""
+        return JsonArrayEncoder
 
     def sniff(self, head: bytes) -> str | None:
         """A JSON array file starts with ``[``."""

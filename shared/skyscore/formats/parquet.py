@@ -219,16 +219,9 @@ class ParquetFormat(FileFormat):
             )
         return Batch(rows, numeric.astype(np.float32), categorical, ids), errors
 
-    def encoder(
-        self,
-        sink: Writable,
-        *,
-        id_column: str | None,
-        classes: Sequence[str | int],
-        class_names: Sequence[str],
-    ) -> ParquetEncoder:
-        """A Parquet encoder for ``sink``."""
-        return ParquetEncoder(sink, id_column=id_column, classes=classes, class_names=class_names)
+    def encoder_type(self) -> type[ParquetEncoder]:
+        """Writes Parquet."""
+        return ParquetEncoder
 
     def sniff(self, head: bytes) -> str | None:
         """Parquet files start with the magic bytes ``PAR1``."""

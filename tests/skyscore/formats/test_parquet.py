@@ -7,15 +7,14 @@ import sys
 from typing import Any
 
 import numpy as np
+import pyarrow as pa  # a dev dependency: the Parquet tests must run, never skip
+import pyarrow.parquet as pq
 import pytest
 
 from skyscore.errors import InvalidInput, UnsupportedFormat
 from skyscore.formats.base import concat_batches
 from skyscore.formats.parquet import ParquetEncoder, ParquetFormat
 from skyscore.schema import Batch, InputSchema, RowError
-
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
 
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
 
