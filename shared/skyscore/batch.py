@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 import msgspec
 import numpy as np
@@ -140,58 +140,6 @@ class BatchResult:
     job: str | None = None
     parts: int = 0
     problem: dict[str, Any] | None = field(default=None)
-
-
-class RangeReader(Protocol):
-    """Blob stores that can read a byte range with one request (S3, Azure, GCS)."""
-
-    def open_range(
-        self, key: str, start: int, end: int
-    ) -> contextlib.AbstractContextManager[BinaryIO]:
-        """Bytes ``[start, end)`` of ``key``."""
-        ...
-
-
-@contextlib.contextmanager
-def open_range(store: BlobStore, key: str, start: int, end: int) -> Iterator[BinaryIO]:
-    """Bytes ``[start, end)`` of an object: one ranged request where the store has them,
-    else seek (local files) or skip."""
-    ranged = getattr(store, "open_range", None)
-    if callable(ranged):
-        with cast(RangeReader, store).open_range(key, start, end) as handle:
-            yield handle
-        return
-    with store.open_read(key) as handle:
-        seekable = getattr(handle, "seekable", None)
-        if callable(seekable) and seekable():
-            handle.seek(start)
-        else:
-            left = start
-            while left > 0:
-                skipped = handle.read(min(left, _COPY))
-                if not skipped:
-                    break
-                left -= len(skipped)
-        yield cast(BinaryIO, _Limited(handle, end - start))
-
-
-class _Limited(io.RawIOBase):
-    """At most ``limit`` bytes of ``raw``."""
-
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
-        self._raw = raw
-        self._left = limit
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        if self._left <= 0:
-            return b""
-        want = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._raw.read(want)
-        self._left -= len(data)
-        return data
 
 
 class _Prefixed(io.RawIOBase):
@@ -618,7 +566,7 @@ class BatchScorer:
         cut = self._next_newline(key, 0, size)
         if cut < 0:
             return b"", -1
-        with open_range(self.store, key, 0, cut) as handle:
+        with self.store.open_range(key, 0, cut) as handle:
             return handle.read(), cut
 
     def _next_newline(self, key: str, start: int, size: int) -> int:
@@ -626,7 +574,7 @@ class BatchScorer:
         position = start
         while position < size and position - start < _MAX_LINE:
             end = min(size, position + _WINDOW)
-            with open_range(self.store, key, position, end) as handle:
+            with self.store.open_range(key, position, end) as handle:
                 window = handle.read()
             found = window.find(b"\n")
             if found >= 0:
@@ -691,7 +639,7 @@ class BatchScorer:
         header = base64.b64decode(plan["header"])
         with (
             tempfile.SpooledTemporaryFile(ERROR_SPOOL_BYTES) as errors,
-            open_range(self.store, str(plan["key"]), start, end) as body,
+            self.store.open_range(str(plan["key"]), start, end) as body,
         ):
             counted = _QuoteCounter(body)
             with self.store.open_write(out_key) as sink:

@@ -45,6 +45,13 @@ class BlobStore(abc.ABC):
         """A streaming reader, for inputs of any size."""
 
     @abc.abstractmethod
+    def open_range(
+        self, key: str, start: int, end: int
+    ) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Bytes ``[start, end)`` without reading the rest (a Parquet footer, a fan-out part);
+        a range past the object's end reads short, or empty."""
+
+    @abc.abstractmethod
     def open_write(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A streaming writer; the object appears under ``key`` only when the block exits cleanly."""
 

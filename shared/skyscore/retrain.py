@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import numpy as np
 
+from skyscore import parquet_meta
 from skyscore.card import card_from_json
-from skyscore.errors import ModelNotFound, NotFound, SkyscoreError
+from skyscore.errors import FormatMismatch, ModelNotFound, NotFound, SkyscoreError
 from skyscore.gate import GateConfig, GateResult, quality_gate
 from skyscore.ports import BlobStore, JobRunner, JobSpec, JobStatus
 from skyscore.predictor import Predictor
@@ -144,15 +145,12 @@ class RetrainController:
             if state.consumed.get(info.key) == info.etag:
                 continue
             fresh[info.key] = info.etag
-            rows += self._count_rows(info.key)
+            rows += self._count_rows(info.key, info.size)
         return rows, fresh
 
-    def _count_rows(self, key: str) -> int:
-        if key.lower().endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            with self.store.open_read(key) as handle:
-                return int(pq.ParquetFile(handle).metadata.num_rows)
+    def _count_rows(self, key: str, size: int) -> int:
+        if key.lower().endswith(".parquet"):  # the footer only: no pyarrow in function packages
+            return parquet_meta.count_rows(self.store, key, size)
         lines = 0
         with self.store.open_read(key) as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -192,7 +190,10 @@ class RetrainController:
                     f"{why}: daily cap of {self.policy.daily_cap} jobs reached",
                 )
             )
-        rows, fresh = self.new_data(name, state)
+        try:
+            rows, fresh = self.new_data(name, state)
+        except FormatMismatch as error:  # training on it would fail too: say which file
+            return self._log(Decision(name, trigger, "skipped", f"{why}: {error.detail}"))
         if rows < self.policy.min_new_rows:
             return self._log(
                 Decision(

@@ -14,7 +14,7 @@ from tiny_model import tiny_model
 
 from skyscore import claims
 from skyscore.adapters.local import LocalBlobStore
-from skyscore.batch import BatchScorer, Layout, open_range, renumber_csv, renumber_jsonl
+from skyscore.batch import BatchScorer, Layout, renumber_csv, renumber_jsonl
 from skyscore.metrics import InMemoryMetrics
 from skyscore.registry import ModelRegistry
 from skyscore.scoring import score_path
@@ -186,12 +186,6 @@ def test_renumbering() -> None:
     out = io.BytesIO()
     renumber_jsonl(io.BytesIO(jsonl), out, 5)
     assert [json.loads(line)["row"] for line in out.getvalue().splitlines()] == [6, 7, 8]
-
-
-def test_open_range_without_ranged_reads(store: LocalBlobStore) -> None:
-    store.write_bytes("f", b"0123456789")
-    with open_range(store, "f", 3, 7) as handle:
-        assert handle.read() == b"3456"
 
 
 def test_claims(store: LocalBlobStore) -> None:

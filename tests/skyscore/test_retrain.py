@@ -83,6 +83,15 @@ def test_policy_decides_and_records_every_trigger(setup) -> None:  # type: ignor
     assert set(promoted["details"]["gate"]["metrics"]) == {"candidate", "current"}
 
 
+def test_a_training_file_that_is_not_parquet_is_named(setup) -> None:  # type: ignore[no-untyped-def]
+    controller, _, _, _, training, data = setup
+    shutil.copyfile(data, training / "batch-1.csv")
+    (training / "export.parquet").write_bytes(data.read_bytes())  # CSV with the wrong name
+    decision = controller.consider("cancer", "schedule")
+    assert decision.action == "skipped"
+    assert "training/cancer/export.parquet: not Parquet" in decision.reason
+
+
 def test_daily_cap(setup) -> None:  # type: ignore[no-untyped-def]
     controller, _, runner, clock, training, data = setup
     for i in range(2):

@@ -77,6 +77,11 @@ def _is_missing(error: Exception) -> bool:
     return _error_code(error) in ("NoSuchKey", "404", "NotFound") or _status_code(error) == 404
 
 
+def _is_unsatisfiable(error: Exception) -> bool:
+    """416: a ranged GET that starts at or after the object's end."""
+    return _error_code(error) == "InvalidRange" or _status_code(error) == 416
+
+
 def _is_precondition(error: Exception) -> bool:
     # 412: the object exists; 409: a concurrent conditional write to the same key won the race
     return _error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict") or (
@@ -259,7 +264,8 @@ class S3BlobStore(BlobStore):
     def open_range(
         self, key: str, start: int, end: int
     ) -> contextlib.AbstractContextManager[BinaryIO]:
-        """Bytes ``[start, end)`` of the object, streamed (one ranged GET)."""
+        """Bytes ``[start, end)`` of the object, streamed (one ranged GET); a range that
+        starts past the end reads empty, as it does from a file."""
         if start < 0 or end < start:
             raise ValueError(f"invalid byte range [{start}, {end})")
         return self._open(key, (start, end))
@@ -273,13 +279,18 @@ class S3BlobStore(BlobStore):
                 yield cast(BinaryIO, io.BytesIO(b""))
                 return
             extra["Range"] = f"bytes={start}-{end - 1}"
+        body: Any = None
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"]
         except Exception as error:
             if _is_missing(error):
                 raise NotFound(f"no object {key!r} in {self.uri}") from None
-            raise
-        reader = io.BufferedReader(_BodyReader(answer["Body"]), buffer_size=1 << 20)
+            if byte_range is None or not _is_unsatisfiable(error):
+                raise
+        if body is None:  # the range starts past the end
+            yield cast(BinaryIO, io.BytesIO(b""))
+            return
+        reader = io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
         try:
             yield cast(BinaryIO, reader)
         finally:

@@ -9,6 +9,7 @@ Only the standard library and msgspec: nothing here slows a cold start.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -76,6 +77,30 @@ def _fsync_dir(directory: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class _Window(io.RawIOBase):
+    """At most ``limit`` bytes of ``raw`` from where it stands."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(min(len(view), self._left))
+        view[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._raw.read(want) if want else b""
+        self._left -= len(data)
+        return data
+
+
 class LocalBlobStore(BlobStore):
     """Objects as files under ``root``; a key's ``/`` separators become directories.
 
@@ -138,6 +163,15 @@ class LocalBlobStore(BlobStore):
             return cast(BinaryIO, path.open("rb"))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no object {key!r} in {self.uri}") from None
+
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, end: int) -> Iterator[BinaryIO]:
+        """Bytes ``[start, end)``: a seek, then at most ``end - start`` bytes."""
+        if start < 0 or end < start:
+            raise ValueError(f"invalid byte range [{start}, {end})")
+        with self.open_read(key) as handle:
+            handle.seek(start)
+            yield cast(BinaryIO, _Window(handle, end - start))
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and etag (see the class docstring), or ``None``."""

@@ -76,12 +76,33 @@ def test_blob_store_contract(store: S3BlobStore, s3: Any) -> None:
         assert handle.read() == b"orl"
     with store.open_range("a/c.txt", 2, 2) as handle:
         assert handle.read() == b""
+    with store.open_range("a/c.txt", 4, 20) as handle:
+        assert handle.read() == b"d!"  # past the end: short, as from a file
+    with store.open_range("a/c.txt", 6, 20) as handle:
+        assert handle.read() == b""
+    with pytest.raises(NotFound), store.open_range("a/missing.txt", 0, 4):
+        pass
     store.delete("a/b.txt")
     store.delete("a/b.txt")  # missing: fine
     assert not store.exists("a/b.txt")
     with pytest.raises(ValueError):
         store.write_bytes("/abs", b"")
     assert store.key_for("root/a/c.txt") == "a/c.txt" and store.key_for("other/x") is None
+
+
+def test_parquet_rows_are_counted_from_ranged_gets(store: S3BlobStore) -> None:
+    """The retraining policy counts Parquet rows from the footer: two ranged GETs at most."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from skyscore import parquet_meta
+
+    buffer = io.BytesIO()
+    table = pa.table({"x": list(range(5_000)), "s": [str(i) for i in range(5_000)]})
+    table = table.replace_schema_metadata({"pad": "p" * (parquet_meta.SPECULATIVE_TAIL + 10)})
+    pq.write_table(table, buffer, row_group_size=700)
+    store.write_bytes("training/m/big-footer.parquet", buffer.getvalue())
+    assert parquet_meta.count_rows(store, "training/m/big-footer.parquet") == 5_000
 
 
 def test_if_absent_is_enforced_by_s3(store: S3BlobStore) -> None:

@@ -208,6 +208,22 @@ def test_open_read_streams(blobs: LocalBlobStore) -> None:
     assert b"".join(chunks) == data
 
 
+def test_open_range_reads_only_the_range(blobs: LocalBlobStore) -> None:
+    blobs.write_bytes("f", b"0123456789")
+    with blobs.open_range("f", 3, 7) as handle:
+        assert handle.read(1) == b"3" and handle.read() == b"456" and handle.read() == b""
+    with blobs.open_range("f", 8, 20) as handle:
+        assert handle.read() == b"89"  # past the end: short
+    with blobs.open_range("f", 12, 20) as handle:
+        assert handle.read() == b""
+    with blobs.open_range("f", 2, 2) as handle:
+        assert handle.read() == b""
+    with pytest.raises(NotFound), blobs.open_range("missing", 0, 1):
+        pass
+    with pytest.raises(ValueError):
+        blobs.open_range("f", 5, 4).__enter__()
+
+
 def test_list_is_in_key_order_and_filters_by_prefix(blobs: LocalBlobStore) -> None:
     keys = ["a/b", "a-c", "a/a/z", "b", "models/x/1/card.json", "models/xy/1/card.json", "a0"]
     for key in keys:
