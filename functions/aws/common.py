@@ -130,7 +130,9 @@ def controller() -> RetrainController:
             env("SKYSCORE_ROLLBACK_WINDOW_SECONDS", str(defaults.rollback_window_seconds))
         ),
     )
-    return RetrainController(store(), registry(), job_runner(), policy=policy)
+    return RetrainController(
+        store(), registry(), job_runner(), policy=policy, metrics=core_metrics()
+    )
 
 
 def retrain_models() -> list[str]:

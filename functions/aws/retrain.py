@@ -7,7 +7,8 @@
 * ``job_event``: "SageMaker Training Job State Change" or the job's ``model.tar.gz`` landing
   under ``staging/`` → unpack, register, gate, promote or reject; once, whichever comes first.
 
-Each decision is logged with its reason and counted as a metric by the core.
+Each is one call to the core's :class:`~skyscore.retrain.RetrainController`, which records every
+decision with its reason and counts it as a metric.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.cloud_watch_alarm_event import
     CloudWatchAlarmConfiguration,
     CloudWatchAlarmData,
 )
-from functions.aws.common import controller, core_metrics, env, logger, retrain_models, store
+from functions.aws.common import controller, env, logger, retrain_models, store
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -170,9 +171,7 @@ def alarm_signals(event: Any) -> Iterator[AlarmSignal]:
 @logger.inject_lambda_context(correlation_id_path="id")
 def scheduled(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge schedule: judge jobs whose events were missed, then consider each model."""
-    from skyscore.training_jobs import run_schedule
-
-    decisions = run_schedule(controller(), retrain_models(), metrics=core_metrics())
+    decisions = controller().tick(retrain_models(), owner=context.aws_request_id)
     return {"decisions": [d.to_dict() for d in decisions]}
 
 
@@ -182,8 +181,6 @@ def scheduled(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def alarm(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A CloudWatch alarm: act on ``ALARM`` states only (``OK`` and missing data are news, not
     triggers)."""
-    from skyscore.training_jobs import on_alarm
-
     decisions = []
     for signal in alarm_signals(event):
         if signal.state != "ALARM":
@@ -192,12 +189,10 @@ def alarm(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if not signal.model:
             logger.warning("alarm %s names no model and SKYSCORE_MODEL is unset", signal.name)
             continue
-        decision = on_alarm(
-            controller(),
+        decision = controller().on_alarm(
             signal.model,
             cast("Alarm", signal.kind),
             reason=f"alarm {signal.name}",
-            metrics=core_metrics(),
             event_id=signal.event_id or None,
             owner=context.aws_request_id,
         )
@@ -234,12 +229,8 @@ def finished_jobs(event: Any) -> Iterator[str]:
 )
 def job_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A training job finished: its candidate is judged exactly once."""
-    from skyscore.training_jobs import complete_job
-
     decisions = []
     for job_id in finished_jobs(event):
-        decision = complete_job(
-            controller(), job_id, owner=context.aws_request_id, metrics=core_metrics()
-        )
+        decision = controller().complete(job_id, owner=context.aws_request_id)
         decisions.append(decision.to_dict())
     return {"decisions": decisions}

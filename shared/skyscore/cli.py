@@ -248,8 +248,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"{decision.action}: {decision.reason}")
     if decision.action != "started" or not args.wait or decision.job_id is None:
         return EXIT_OK if decision.action in ("started", "skipped") else EXIT_FAILED
-    status = runner.wait(decision.job_id, timeout=args.timeout)
-    outcome = controller.complete(status)
+    runner.wait(decision.job_id, timeout=args.timeout)
+    outcome = controller.complete(decision.job_id)
     print(f"{outcome.action}: {outcome.reason}")
     return EXIT_OK if outcome.action in ("promoted", "rejected") else EXIT_FAILED
 

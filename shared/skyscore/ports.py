@@ -156,7 +156,8 @@ class JobStatus:
 
 
 class JobRunner(abc.ABC):
-    """Starts managed training jobs (a subprocess locally; SageMaker, Azure ML, Vertex AI)."""
+    """Starts managed training jobs (a subprocess locally; SageMaker, Azure ML, Vertex AI) and
+    delivers what a finished one produced."""
 
     @abc.abstractmethod
     def start(self, spec: JobSpec) -> JobStatus:
@@ -169,6 +170,17 @@ class JobRunner(abc.ABC):
     @abc.abstractmethod
     def list_jobs(self, model_name: str) -> list[JobStatus]:
         """All jobs known for a model, newest first."""
+
+    @abc.abstractmethod
+    def materialize(self, status: JobStatus, store: BlobStore) -> None:
+        """Turn a completed job's output into ``model.onnx`` and ``card.json`` directly under
+        ``status.output_uri`` in ``store``: the files the registry registers.
+
+        Called once a job is ``completed``, before its candidate is judged. A runner whose jobs
+        write those files themselves does nothing; one whose service packs them (SageMaker's
+        ``model.tar.gz``) unpacks them. Idempotent; raises :class:`skyscore.errors.NotFound`
+        or another :class:`skyscore.errors.SkyscoreError` when the output is unusable.
+        """
 
     def active_jobs(self, model_name: str) -> list[JobStatus]:
         """Jobs for a model that have not finished."""

@@ -1,21 +1,32 @@
 """The retraining loop: one place decides whether a trigger starts a training job, and what
-happens to the candidate it produces.
+happens to the candidate it produces, on every backend.
 
 Triggers (a schedule, a drift or error-rate alarm, or a person running ``skyscore retrain``) all
 go through :meth:`RetrainController.consider`, which allows at most one job in flight per model,
 a cool-down between launches, a daily cap, and refuses when there is too little new labelled data.
-Every decision is recorded with its reason. When a job finishes, :meth:`RetrainController.complete`
-registers the candidate, runs the quality gate against production on the same held-out rows, and
-promotes or rejects it. :meth:`RetrainController.on_alarm` rolls a fresh promotion back when an
-error-rate or prediction-drift alarm fires within a window after it.
+When a job finishes, :meth:`RetrainController.complete` (a job event) or
+:meth:`RetrainController.poll` (the local loop, a schedule tick) has the runner materialize its
+output (SageMaker packs it in ``model.tar.gz``), registers the candidate, runs the quality gate
+against production on the same held-out rows, and promotes or rejects it: once per job, even when
+its completion is announced twice (a state-change event *and* the artifact's storage event, each
+delivered at least once), thanks to a claim on the job id. :meth:`RetrainController.on_alarm`
+rolls a fresh promotion back when an error-rate or prediction-drift alarm fires within a window
+after it, once per alarm state change.
 
-Cloud-agnostic: it talks to a :class:`BlobStore`, a :class:`JobRunner` and the registry only.
+Every decision is recorded with its reason under ``retraining/<model>/decisions/``, logged, and
+counted as a metric (``retrain_<action>``). Cloud-agnostic: it talks to a :class:`BlobStore`, a
+:class:`JobRunner`, the registry and optionally :class:`~skyscore.metrics.Metrics` only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import socket
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import numpy as np
 
-from skyscore import parquet_meta
+from skyscore import claims, parquet_meta
 from skyscore.card import card_from_json
 from skyscore.errors import FormatMismatch, ModelNotFound, NotFound, SkyscoreError
 from skyscore.gate import GateConfig, GateResult, quality_gate
@@ -34,6 +45,9 @@ from skyscore.registry import ModelRegistry
 if TYPE_CHECKING:
     from skyscore.adapters.local import LocalJobRunner
     from skyscore.home import LocalHome
+    from skyscore.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 Trigger = Literal["schedule", "drift", "error_rate", "manual"]
 Alarm = Literal["drift", "prediction_drift", "error_rate"]
@@ -94,6 +108,8 @@ class RetrainController:
         gate: GateConfig | None = None,
         locate: Callable[[str], str] | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -102,6 +118,10 @@ class RetrainController:
         self.gate = gate or GateConfig()
         self.locate = locate or (lambda key: f"{store.uri.rstrip('/')}/{key}")
         self.clock = clock
+        self.metrics = metrics
+        # Claims name who is judging a job; callers with a stable delivery id (a Lambda request
+        # id survives retries) pass it per call instead.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -125,7 +145,12 @@ class RetrainController:
             f"{now:%Y%m%dT%H%M%S%fZ}-{time.time_ns():020d}-{decision.action}-{decision.trigger}.json"
         )
         self.store.write_bytes(key, msgspec.json.encode(decision.to_dict()))
-        return decision
+        if self.metrics is not None:
+            self.metrics.count(
+                f"retrain_{decision.action}", 1, model=decision.model, trigger=decision.trigger
+            )
+            self.metrics.flush()
+        return _announce(decision)
 
     def decisions(self, name: str) -> list[dict[str, Any]]:
         """Every recorded decision for a model, oldest first."""
@@ -249,23 +274,79 @@ class RetrainController:
         state = self._state(name)
         return [job for job in state.jobs if job not in state.completed]
 
-    def poll(self, name: str) -> list[Decision]:
-        """Judge every finished job of ``name`` (call periodically, or on a job-done event)."""
+    def poll(self, name: str, *, owner: str | None = None) -> list[Decision]:
+        """Judge every finished job of ``name`` (the local loop calls it periodically; a
+        schedule tick catches jobs whose completion events were lost)."""
         out = []
         for job_id in self.pending(name):
-            status = self.runner.describe(job_id)
+            try:
+                status = self.runner.describe(job_id)
+            except NotFound as error:  # never to be seen again: judge it failed, not pending
+                status = JobStatus(job_id, name, "failed", "", error.detail)
             if status.done:
-                out.append(self.complete(status))
+                out.append(self._finish(status, owner or self.owner))
         return out
 
-    def complete(self, status: JobStatus) -> Decision:
-        """Register, gate, and promote or reject the candidate a finished job produced."""
-        name = status.model_name
+    def complete(self, job_id: str, *, owner: str | None = None) -> Decision:
+        """A job's completion (its event, or a wait that ended): judge its candidate once.
+
+        A job still running is skipped; its completion comes later. ``owner`` names this
+        delivery (see :mod:`skyscore.claims`): its own retry takes the claim back.
+        """
+        status = self.runner.describe(job_id)
+        if not status.done:
+            name = status.model_name or "unknown"
+            why = f"job {job_id} is {status.state}"
+            return _announce(Decision(name, "job", "skipped", why, job_id=job_id))
+        return self._finish(status, owner or self.owner)
+
+    def tick(
+        self, models: Iterable[str] | None = None, *, owner: str | None = None
+    ) -> list[Decision]:
+        """A schedule tick: judge finished jobs, then consider retraining each model (every
+        registered model unless ``models`` names them)."""
+        names = list(models) if models else self.registry.list_models()
+        decisions: list[Decision] = []
+        for name in names:
+            try:
+                decisions.extend(self.poll(name, owner=owner))
+                decisions.append(self.consider(name, "schedule", reason="scheduled check"))
+            except ModelNotFound as error:
+                decisions.append(_announce(Decision(name, "schedule", "skipped", error.detail)))
+        return decisions
+
+    def _finish(self, status: JobStatus, owner: str) -> Decision:
+        """Judge a finished job exactly once: a claim on its id keeps concurrent duplicates
+        apart; a crash before the verdict releases it for a retry."""
+        name = status.model_name or "unknown"
+        if status.job_id in self._state(name).completed:
+            why = f"job {status.job_id} was already judged"
+            return _announce(Decision(name, "job", "skipped", why, job_id=status.job_id))
+        claim_key = f"{STATE_PREFIX}{name}/claims/{status.job_id}.json"
+        claim = claims.acquire(self.store, claim_key, owner)
+        if not claim.acquired:
+            if claim.outcome == "finished":  # judged, but the bookkeeping was lost
+                self._mark_judged(name, status.job_id)
+            why = f"job {status.job_id} is {claim.outcome} by another delivery"
+            return _announce(Decision(name, "job", "skipped", why, job_id=status.job_id))
+        try:
+            decision = self._judge_job(status)
+            self._mark_judged(name, status.job_id)
+        except BaseException:
+            claims.release(self.store, claim_key)
+            raise
+        claims.settle(self.store, claim_key, owner, decision.action)
+        return decision
+
+    def _mark_judged(self, name: str, job_id: str) -> None:
         state = self._state(name)
-        if status.job_id in state.completed:
-            return Decision(name, "job", "skipped", f"job {status.job_id} was already judged")
-        state.completed.append(status.job_id)
-        self._save(name, state)
+        if job_id not in state.completed:
+            state.completed.append(job_id)
+            self._save(name, state)
+
+    def _judge_job(self, status: JobStatus) -> Decision:
+        """Materialize, register, gate, and promote or reject a finished job's candidate."""
+        name = status.model_name
         if status.state != "completed":
             return self._log(
                 Decision(
@@ -276,8 +357,9 @@ class RetrainController:
                     job_id=status.job_id,
                 )
             )
-        prefix = self._staging_key(status)
         try:
+            self.runner.materialize(status, self.store)
+            prefix = self._staging_key(status)
             card = card_from_json(self.store.read_bytes(prefix + "card.json"))
             onnx_bytes = self.store.read_bytes(prefix + "model.onnx")
             candidate_card = self.registry.register(
@@ -384,9 +466,39 @@ class RetrainController:
 
     # -- alarms -----------------------------------------------------------------------------
 
-    def on_alarm(self, name: str, alarm: Alarm, *, reason: str = "") -> Decision:
+    def on_alarm(
+        self,
+        name: str,
+        alarm: Alarm,
+        *,
+        reason: str = "",
+        event_id: str | None = None,
+        owner: str | None = None,
+    ) -> Decision:
         """Roll back a fresh promotion on an error-rate or prediction-drift alarm; otherwise
-        (or for input drift) consider retraining."""
+        (or for input drift) consider retraining.
+
+        ``event_id`` names the alarm's state change (alarm name and change time): one change
+        can arrive several times (an SNS topic *and* an EventBridge rule, each at least once),
+        and acting twice would roll back two versions. Given an id, it is acted on once.
+        """
+        if not event_id:
+            return self._on_alarm(name, alarm, reason)
+        owner = owner or self.owner
+        digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
+        claim_key = f"{STATE_PREFIX}{name}/alarms/{digest}.json"
+        claim = claims.acquire(self.store, claim_key, owner)
+        if not claim.acquired:
+            return _announce(Decision(name, alarm, "skipped", f"alarm {event_id} already handled"))
+        try:
+            decision = self._on_alarm(name, alarm, reason)
+        except BaseException:
+            claims.release(self.store, claim_key)
+            raise
+        claims.settle(self.store, claim_key, owner, decision.action)
+        return decision
+
+    def _on_alarm(self, name: str, alarm: Alarm, reason: str) -> Decision:
         if alarm in ("error_rate", "prediction_drift"):
             promoted = self._last_promotion_age(name)
             has_previous = bool(self.registry.alias_history(name))
@@ -418,6 +530,18 @@ class RetrainController:
                 at = datetime.fromisoformat(str(event["at"]).replace("Z", "+00:00"))
                 return self.clock() - at.timestamp()
         return None
+
+
+def _announce(decision: Decision) -> Decision:
+    """Log a decision (recorded ones and duplicates alike) for the platform's log search."""
+    log.info(
+        "retraining %s: %s (%s) %s",
+        decision.model,
+        decision.action,
+        decision.trigger,
+        decision.reason,
+    )
+    return decision
 
 
 def local_controller(home: LocalHome) -> tuple[RetrainController, LocalJobRunner]:

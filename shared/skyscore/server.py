@@ -619,7 +619,10 @@ class LocalRuntime:
             from skyscore.retrain import RetrainController
 
             controller = RetrainController(
-                LocalBlobStore(self.home.root), registry, LocalJobRunner(self.home.root)
+                LocalBlobStore(self.home.root),
+                registry,
+                LocalJobRunner(self.home.root),
+                metrics=self.metrics,
             )
         self.controller = controller if retraining else None
         self.watcher = InboxWatcher(

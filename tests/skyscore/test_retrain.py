@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skyscore import claims
 from skyscore.adapters.local import LocalBlobStore, LocalJobRunner, train_command
 from skyscore.gate import GateConfig, evaluate, quality_gate, roc_auc, schema_problems
+from skyscore.metrics import InMemoryMetrics
 from skyscore.ports import JobSpec
 from skyscore.predictor import Predictor
 from skyscore.registry import ModelRegistry
@@ -43,6 +45,7 @@ def setup(tmp_path: Path, data_dir: Path, demo_model: TrainResult):  # type: ign
         runner,
         policy=RetrainPolicy(cooldown_seconds=600, daily_cap=2, min_new_rows=100),
         clock=clock,
+        metrics=InMemoryMetrics(),
     )
     training = tmp_path / "training" / "cancer"
     training.mkdir(parents=True)
@@ -78,9 +81,51 @@ def test_policy_decides_and_records_every_trigger(setup) -> None:  # type: ignor
 
     actions = [d["action"] for d in controller.decisions("cancer")]
     assert actions == ["skipped", "started", "skipped", "promoted", "skipped", "skipped"]
+    metrics = controller.metrics  # every recorded decision counted once, by action and trigger
+    assert metrics.values("retrain_skipped", model="cancer") == [1, 1, 1, 1]
+    assert metrics.values("retrain_started", model="cancer", trigger="drift") == [1]
+    assert metrics.values("retrain_promoted", model="cancer", trigger="job") == [1]
     promoted = [e for e in registry.history("cancer") if e["action"] == "promoted"][-1]
     assert promoted["details"]["gate"]["passed"] is True
     assert set(promoted["details"]["gate"]["metrics"]) == {"candidate", "current"}
+
+
+def test_a_finished_job_is_judged_once_however_often_it_is_announced(setup) -> None:  # type: ignore[no-untyped-def]
+    """A job event, its duplicate in another process, and a poll: one verdict; a job still
+    running is not judged at all."""
+    controller, registry, runner, _, training, data = setup
+    shutil.copyfile(data, training / "batch-1.csv")
+    started = controller.consider("cancer", "manual")
+    assert controller.complete(started.job_id).action == "skipped"  # still running
+    assert controller.pending("cancer") == [started.job_id]
+    runner.wait(started.job_id, timeout=120)
+    other = RetrainController(  # another process: its own controller and owner
+        controller.store, registry, LocalJobRunner(runner.home), owner="other-process"
+    )
+    claim = f"retraining/cancer/claims/{started.job_id}.json"
+    claims.acquire(controller.store, claim, "other-process")  # the other one is judging it
+    held = controller.complete(started.job_id, owner="event-1")
+    assert held.action == "skipped" and "held by another delivery" in held.reason
+    claims.release(controller.store, claim)  # ... and crashed: the next delivery judges it
+    verdict = controller.complete(started.job_id, owner="event-2")
+    assert verdict.action == "promoted", verdict.reason
+    again = other.complete(started.job_id)
+    assert again.action == "skipped"
+    assert controller.poll("cancer") == [] and controller.pending("cancer") == []
+    assert registry.list_versions("cancer") == ["1", "2"]
+    assert [d["action"] for d in controller.decisions("cancer")] == ["started", "promoted"]
+
+
+def test_an_alarm_state_change_is_acted_on_once(setup, demo_model: TrainResult) -> None:  # type: ignore[no-untyped-def]
+    controller, registry, _, clock, _, _ = setup
+    card = registry.register(demo_model.card, demo_model.onnx_bytes)
+    registry.promote("cancer", card.version)
+    clock.now = _epoch(registry.history("cancer")[-1]["at"]) + 60
+    first = controller.on_alarm("cancer", "error_rate", event_id="5xx@11:00", owner="sns")
+    assert first.action == "rolled_back"
+    again = controller.on_alarm("cancer", "error_rate", event_id="5xx@11:00", owner="rule")
+    assert again.action == "skipped" and "already handled" in again.reason
+    assert registry.alias_target("cancer") == "1"  # one rollback, not two
 
 
 def test_a_training_file_that_is_not_parquet_is_named(setup) -> None:  # type: ignore[no-untyped-def]

@@ -698,6 +698,10 @@ class LocalJobRunner(JobRunner):
         )
         return [self.describe(str(r["job_id"])) for r in records]
 
+    def materialize(self, status: JobStatus, store: BlobStore) -> None:
+        """Nothing to do: the training entrypoint writes ``model.onnx`` and ``card.json`` into
+        the output directory itself."""
+
     def stop(self, job_id: str, *, timeout: float = 10.0) -> JobStatus:
         """Terminate a running job's process group (SIGTERM, then SIGKILL after ``timeout``)."""
         status = self.describe(job_id)

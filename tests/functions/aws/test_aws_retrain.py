@@ -224,6 +224,32 @@ def test_job_without_artifact_fails_cleanly(
     assert cancer.list_versions("cancer") == ["1"]
 
 
+def test_a_schedule_tick_judges_a_job_whose_events_were_lost(
+    aws: Aws,
+    cancer: ModelRegistry,
+    labelled: None,
+    demo_model: TrainResult,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same controller path as a job event: SageMaker's model.tar.gz is unpacked by the
+    runner, then registered, gated and promoted, and counted."""
+    [decision] = handler("scheduled", sample_event("schedule.json"))["decisions"]
+    job = decision["job_id"]
+    play_sagemaker(aws, job, demo_model)
+    later = handler("scheduled", sample_event("schedule.json"))["decisions"]
+    assert [(d["action"], d["job_id"]) for d in later] == [("promoted", job), ("skipped", None)]
+    assert cancer.alias_target("cancer") == "2"
+    staged = decision["details"]["output_uri"].removeprefix(f"s3://{aws.bucket}/")
+    assert aws.store.exists(staged + "model.onnx") and aws.store.exists(staged + "card.json")
+    [promoted] = metric_lines(capsys.readouterr().out, "retrain_promoted")
+    assert (promoted["model"], promoted["trigger"]) == ("cancer", "job")
+    # the job's own event, arriving late, changes nothing
+    event = sample_event("sagemaker-training-job-state-change.json")
+    event["detail"]["TrainingJobName"] = job
+    assert [d["action"] for d in handler("job_event", event)["decisions"]] == ["skipped"]
+    assert cancer.list_versions("cancer") == ["1", "2"]
+
+
 def test_never_two_jobs_in_flight(
     aws: Aws, cancer: ModelRegistry, labelled: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
