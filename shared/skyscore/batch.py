@@ -11,7 +11,8 @@ the same on S3, Azure Blob Storage and Cloud Storage:
   manifest is written last and records the input's etag and the model version.
 * Idempotency: an input whose manifest already records its etag is not scored again, and a claim
   (:mod:`skyscore.claims`) keeps concurrent duplicates from scoring it twice. Outputs never
-  change because an event came twice.
+  change because an event came twice. Inline records in a queue message take the same path, so
+  drift and metrics are recorded once per batch whichever way it arrived.
 * A file-level problem (unsupported format, missing columns) is a permanent failure: its
   manifest says why and the event is not retried. Anything else raises, so the platform retries.
 * Fan-out (CSV and JSON Lines, above ``fanout_bytes``): a plan lists byte ranges that end on a
@@ -367,7 +368,7 @@ class BatchScorer:
             model = message.get("model") or self.default_model
             request_id = message.get("id") or owner
             if isinstance(model, str) and isinstance(request_id, str):
-                return self.score_records(model, message["instances"], request_id)
+                return self.score_records(model, message["instances"], request_id, owner=owner)
         raise BadRequest(
             "unknown message: expected kind 'object' (key), 'part' (job, part) or "
             "'records' (model, instances)",
@@ -385,30 +386,16 @@ class BatchScorer:
         if etag and etag.strip('"') != info.etag:
             return BatchResult(key, "stale", "the object was replaced; its own event scores it")
         keys = layout.output_keys(key)
-        done = self._manifest(keys.manifest)
-        if done is not None and done.get("input_etag") == info.etag:
-            return BatchResult(key, "duplicate", "already scored", keys.output, done)
-        claim_key = f"{layout.claims}{self._digest(key, info.etag)}.json"
-        claim = claims.acquire(self.store, claim_key, owner, lease_seconds=self.lease_seconds)
-        if claim.outcome == "held":
-            return BatchResult(key, "in_progress", f"being scored by {claim.record.owner}")
-        if claim.outcome == "finished":
-            return BatchResult(key, "duplicate", f"already handled ({claim.record.state})")
-        try:
-            result = self._score_claimed(key, info, keys)
-        except SkyscoreError as error:
-            if error.status >= 500:
-                claims.release(self.store, claim_key)
-                raise
-            result = self._failed(key, info, keys, error)
-        except BaseException:
-            claims.release(self.store, claim_key)
-            raise
-        claims.settle(self.store, claim_key, owner, result.status)
-        return result
+        return self._once(info, keys, owner, lambda: self._score_claimed(key, info, keys))
 
-    def score_records(self, model: str, instances: list[Any], request_id: str) -> BatchResult:
-        """Inline records from a queue message → ``predictions/queue/<model>/<id>.jsonl``."""
+    def score_records(
+        self, model: str, instances: list[Any], request_id: str, *, owner: str | None = None
+    ) -> BatchResult:
+        """Inline records from a queue message → ``predictions/queue/<model>/<id>.jsonl``.
+
+        The same path as an uploaded file's (``_once``, then ``_score_stream``): drift goes into
+        the manifest and metrics out once per batch, however often the message arrives.
+        """
         if not _ID.match(request_id):
             raise BadRequest(f"invalid request id {request_id!r}", field="id")
         predictor = self.registry.get_predictor(model)  # checks the name before it names keys
@@ -419,13 +406,47 @@ class BatchScorer:
                 for suffix in ("", ".errors.jsonl", ".manifest.json")
             )
         )
-        if self._manifest(keys.manifest) is not None:
+        if self._manifest(keys.manifest) is not None:  # the id is the idempotency key
             return BatchResult(key, "duplicate", "already scored", keys.output)
         encoder = msgspec.json.Encoder()
         data = b"\n".join(encoder.encode(item) for item in instances) + b"\n"
         info = ObjectInfo(key, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
-        manifest = self._score_stream(io.BytesIO(data), info, keys, "jsonl", predictor)
-        return BatchResult(key, "scored", f"{manifest['rows_scored']} rows", keys.output, manifest)
+
+        def score() -> BatchResult:
+            manifest = self._score_stream(io.BytesIO(data), info, keys, "jsonl", predictor)
+            detail = f"{manifest['rows_scored']} rows scored, {manifest['rows_failed']} failed"
+            return BatchResult(key, "scored", detail, keys.output, manifest)
+
+        return self._once(info, keys, owner or request_id, score)
+
+    def _once(
+        self, info: ObjectInfo, keys: OutputKeys, owner: str, score: Callable[[], BatchResult]
+    ) -> BatchResult:
+        """Run ``score`` for an input once per etag: a manifest that records the etag means
+        done; a claim keeps concurrent duplicates out. A permanent (4xx) failure is recorded in
+        the manifest; anything else releases the claim and raises, so the platform retries."""
+        key = info.key
+        done = self._manifest(keys.manifest)
+        if done is not None and done.get("input_etag") == info.etag:
+            return BatchResult(key, "duplicate", "already scored", keys.output, done)
+        claim_key = f"{self.layout.claims}{self._digest(key, info.etag)}.json"
+        claim = claims.acquire(self.store, claim_key, owner, lease_seconds=self.lease_seconds)
+        if claim.outcome == "held":
+            return BatchResult(key, "in_progress", f"being scored by {claim.record.owner}")
+        if claim.outcome == "finished":
+            return BatchResult(key, "duplicate", f"already handled ({claim.record.state})")
+        try:
+            result = score()
+        except SkyscoreError as error:
+            if error.status >= 500:
+                claims.release(self.store, claim_key)
+                raise
+            result = self._failed(key, info, keys, error)
+        except BaseException:
+            claims.release(self.store, claim_key)
+            raise
+        claims.settle(self.store, claim_key, owner, result.status)
+        return result
 
     # -- single run ----------------------------------------------------------------------------
 

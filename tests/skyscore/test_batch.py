@@ -3,6 +3,7 @@ the local blob store: idempotency, failure manifests, fan-out and exact assembly
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -125,6 +126,30 @@ def test_records_messages(store: LocalBlobStore, registry: ModelRegistry) -> Non
     for bad in (b"nope", b"[]", b'{"kind": "part", "job": "zz", "part": 0}', b'{"kind": "x"}'):
         with pytest.raises(Exception):  # noqa: B017 - BadRequest: the queue retries, then DLQ
             scorer.handle_message(bad, owner="m3")
+
+
+def test_records_share_the_uploads_once_path(
+    store: LocalBlobStore, registry: ModelRegistry
+) -> None:
+    """Drift and metrics once per batch: while another delivery (a client's resend) holds the
+    claim, a duplicate stands aside; once it crashed and released it, the batch is scored."""
+    metrics = InMemoryMetrics()
+    scorer = BatchScorer(store, registry, default_model="tiny", metrics=metrics)
+    instances = [{"x1": 0.1, "x2": 0.2, "color": "red"}, {"x1": 0.5, "x2": -0.2, "color": "blue"}]
+    body = json.dumps({"kind": "records", "id": "r2", "instances": instances}).encode()
+    data = b"".join(msgspec.json.encode(i) + b"\n" for i in instances)
+    digest = BatchScorer._digest("incoming/queue/tiny/r2.jsonl", hashlib.md5(data).hexdigest())
+    claims.acquire(store, f"work/claims/{digest}.json", "message-a")
+    held = scorer.handle_message(body, owner="message-b")
+    assert held.status == "in_progress" and metrics.values("batches") == []
+    claims.release(store, f"work/claims/{digest}.json")  # message-a crashed
+    scored = scorer.handle_message(body, owner="message-b")
+    assert scored.status == "scored" and scored.manifest is not None
+    assert scored.manifest["drift"]["rows"] == 2
+    assert metrics.values("batches", model="tiny") == [1]
+    assert len(metrics.values("max_psi", model="tiny")) == 1
+    assert scorer.handle_message(body, owner="message-a").status == "duplicate"
+    assert metrics.values("batches") == [1]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from aws_moto import Aws, LambdaContext, drain, reference_event, sample_event, sqs_event
 from skyscore.predictor import Predictor
 from skyscore.registry import ModelRegistry
@@ -65,6 +67,57 @@ def test_records_pointers_and_partial_failures(
     assert aws.s3.head_object(
         Bucket=aws.bucket, Key="predictions/cancer/batch.predictions.jsonl.manifest.json"
     )
+
+
+def core_batches(output: str) -> list[dict[str, Any]]:
+    """The core's per-batch EMF records (rows and drift, by model and version) in the logs."""
+    out = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"batches"' in line:
+            record = json.loads(line)
+            if "_aws" in record:
+                out.append(record)
+    return out
+
+
+def test_inline_records_record_drift_and_metrics_once_per_batch_like_objects(
+    aws: Aws, cancer: ModelRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inline records take the object pointer's core path: a manifest with drift, one EMF
+    record of rows and drift per batch, and a duplicate message (a client's resend, under a
+    new message id) scores and counts nothing."""
+    good, bad = instances()
+    aws.s3.put_object(
+        Bucket=aws.bucket,
+        Key="incoming/cancer/pointer.jsonl",
+        Body=(json.dumps(good) + "\n" + json.dumps(good) + "\n").encode(),
+    )
+    records = {"kind": "records", "model": "cancer", "id": "req-7", "instances": [good, bad, good]}
+    pointer = {"kind": "object", "key": "incoming/cancer/pointer.jsonl"}
+    for body in (records, pointer):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(body))
+    answer = queue_handler(sqs_event(drain(aws.sqs, aws.queue_url), aws.queue_arn))
+    assert answer == {"batchItemFailures": []}
+    for manifest_key in (
+        "predictions/queue/cancer/req-7.jsonl.manifest.json",
+        "predictions/cancer/pointer.predictions.jsonl.manifest.json",
+    ):
+        manifest = json.loads(aws.store.read_bytes(manifest_key))
+        assert manifest["drift"]["rows"] == 2, manifest_key
+        assert manifest["drift"]["model_version"] == "1"
+        assert {"max_psi", "prediction_psi", "features", "status"} <= set(manifest["drift"])
+    batches = core_batches(capsys.readouterr().out)
+    assert len(batches) == 2  # one per batch, from the core
+    for record in batches:
+        assert (record["model"], record["version"]) == ("cancer", "1")
+        assert record["batches"] == 1 and record["rows_scored"] == 2
+        assert {"max_psi", "prediction_psi", "missing_rate", "out_of_range_rate"} <= set(record)
+        assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["model", "version"]]
+
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(records))
+    again = queue_handler(sqs_event(drain(aws.sqs, aws.queue_url), aws.queue_arn))
+    assert again == {"batchItemFailures": []}
+    assert core_batches(capsys.readouterr().out) == []
 
 
 def test_poison_messages_end_in_the_dead_letter_queue(aws: Aws, cancer: ModelRegistry) -> None:
