@@ -58,7 +58,7 @@ def environment(url: str, tmp: Path) -> dict[str, str]:
         "AWS_REGION": REGION,
         "AWS_CONFIG_FILE": str(empty),
         "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "skyscore",
         "POWERTOOLS_SERVICE_NAME": "skyscore",
     }

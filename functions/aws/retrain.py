@@ -8,7 +8,8 @@
   under ``staging/`` → unpack, register, gate, promote or reject; once, whichever comes first.
 
 Each is one call to the core's :class:`~skyscore.retrain.RetrainController`, which records every
-decision with its reason and counts it as a metric.
+decision with its reason and counts it as a metric; the handlers and that call are traced in
+X-Ray (:mod:`functions.aws.tracing`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from aws_lambda_powertools.utilities.data_classes.cloud_watch_alarm_event import
     CloudWatchAlarmData,
 )
 from functions.aws.common import controller, env, logger, retrain_models, store
+from functions.aws.tracing import tracer
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from skyscore.retrain import Alarm
+    from skyscore.retrain import Alarm, Decision
 
 _TOKENS = re.compile(r"\b(model|alarm)=([A-Za-z0-9_.-]+)")
 _KINDS = ("drift", "prediction_drift", "error_rate")
@@ -168,16 +170,51 @@ def alarm_signals(event: Any) -> Iterator[AlarmSignal]:
         )
 
 
+def _traced(decision: Decision) -> Decision:
+    """Annotate the current subsegment with the verdict (searchable in X-Ray)."""
+    tracer.put_annotation("model", decision.model)
+    tracer.put_annotation("action", decision.action)
+    return decision
+
+
+@tracer.capture_method(capture_response=False)  # the handler's response holds the decisions
+def tick(owner: str) -> list[Decision]:
+    """The core's schedule tick, traced."""
+    return controller().tick(retrain_models(), owner=owner)
+
+
+@tracer.capture_method(capture_response=False)
+def act_on_alarm(model: str, signal: AlarmSignal, owner: str) -> Decision:
+    """The core's alarm handling, traced."""
+    return _traced(
+        controller().on_alarm(
+            model,
+            cast("Alarm", signal.kind),
+            reason=f"alarm {signal.name}",
+            event_id=signal.event_id or None,
+            owner=owner,
+        )
+    )
+
+
+@tracer.capture_method(capture_response=False)
+def complete(job_id: str, owner: str) -> Decision:
+    """The core's judging of a finished job, traced (unpacking, registering, gating)."""
+    return _traced(controller().complete(job_id, owner=owner))
+
+
 @logger.inject_lambda_context(correlation_id_path="id")
+@tracer.capture_lambda_handler
 def scheduled(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge schedule: judge jobs whose events were missed, then consider each model."""
-    decisions = controller().tick(retrain_models(), owner=context.aws_request_id)
+    decisions = tick(context.aws_request_id)
     return {"decisions": [d.to_dict() for d in decisions]}
 
 
 @logger.inject_lambda_context(
     correlation_id_path="id || Records[0].Sns.MessageId || alarmData.alarmName"
 )
+@tracer.capture_lambda_handler
 def alarm(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A CloudWatch alarm: act on ``ALARM`` states only (``OK`` and missing data are news, not
     triggers)."""
@@ -189,14 +226,7 @@ def alarm(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if not signal.model:
             logger.warning("alarm %s names no model and SKYSCORE_MODEL is unset", signal.name)
             continue
-        decision = controller().on_alarm(
-            signal.model,
-            cast("Alarm", signal.kind),
-            reason=f"alarm {signal.name}",
-            event_id=signal.event_id or None,
-            owner=context.aws_request_id,
-        )
-        decisions.append(decision.to_dict())
+        decisions.append(act_on_alarm(signal.model, signal, context.aws_request_id).to_dict())
     return {"decisions": decisions}
 
 
@@ -227,10 +257,10 @@ def finished_jobs(event: Any) -> Iterator[str]:
 @logger.inject_lambda_context(
     correlation_id_path='id || Records[0].responseElements."x-amz-request-id"'
 )
+@tracer.capture_lambda_handler
 def job_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A training job finished: its candidate is judged exactly once."""
-    decisions = []
-    for job_id in finished_jobs(event):
-        decision = controller().complete(job_id, owner=context.aws_request_id)
-        decisions.append(decision.to_dict())
+    decisions = [
+        complete(job_id, context.aws_request_id).to_dict() for job_id in finished_jobs(event)
+    ]
     return {"decisions": decisions}

@@ -4,7 +4,8 @@ Accepts the three shapes S3 delivers: a direct bucket notification (``Records[].
 URL-encoded), the same notification as the body of an SQS message, and S3 → EventBridge
 "Object Created" events. ``s3:TestEvent`` (sent when a notification is configured) is ignored.
 Each object is one call to the core's :meth:`~skyscore.batch.BatchScorer.score_upload`, which
-makes duplicate deliveries harmless and fans large files out through the work queue.
+makes duplicate deliveries harmless and fans large files out through the work queue; the handler
+and that call are traced in X-Ray (:mod:`functions.aws.tracing`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, S3EventBridgeNotificationEvent
 from functions.aws.common import logger, metrics, scorer, store
+from functions.aws.tracing import tracer
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from skyscore.batch import BatchResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,14 @@ def store_key(item: ObjectEvent) -> str | None:
     return key
 
 
+@tracer.capture_method(capture_response=False)  # a manifest is too large for a trace
+def score_upload(key: str, etag: str | None, owner: str) -> BatchResult:
+    """The core call for one object, traced: its subsegment holds the S3 and SQS calls."""
+    result = scorer().score_upload(key, etag=etag, owner=owner)
+    tracer.put_annotation("status", result.status)
+    return result
+
+
 def score_event(event: Any, owner: str) -> list[dict[str, Any]]:
     """Score every object an event names (the queue handler reuses this for S3 bodies)."""
     results = []
@@ -76,7 +88,7 @@ def score_event(event: Any, owner: str) -> list[dict[str, Any]]:
         if key is None:
             logger.warning("ignored an object outside the data store", extra={"key": item.key})
             continue
-        result = scorer().score_upload(key, etag=item.etag, owner=owner)
+        result = score_upload(key, item.etag, owner)
         logger.info(
             "upload %s: %s",
             key,
@@ -92,6 +104,7 @@ def score_event(event: Any, owner: str) -> list[dict[str, Any]]:
 @logger.inject_lambda_context(
     correlation_id_path='id || Records[0].responseElements."x-amz-request-id"'
 )
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for S3 notifications and S3 EventBridge events."""
     if is_test_event(event):

@@ -23,6 +23,15 @@ BUCKET = "skyscore-test-data"
 MAX_RECEIVES = 2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tracing_disabled() -> Iterator[None]:
+    """X-Ray off for every handler test: there is no daemon (the tracing test runs its own,
+    in a child process)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        yield
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     with moto_server() as url:
