@@ -713,3 +713,112 @@ def test_arrow_path_takes_clean_chunks_and_declines_doubtful_ones() -> None:
     assert layout.parse_arrow(b"1,nan,x,r1\n", 1) is None
     assert layout.parse_arrow(b"1,two,x,r1\n", 1) is None
     assert layout.parse_arrow(b"1,2,x\n", 1) is None
+
+
+# ------------------------------------------------------------- Arrow encoder = Python encoder
+any32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@SETTINGS
+@given(st.lists(any32, min_size=1, max_size=50))
+def test_round_significant_is_what_arrow_writes_for_significant_text(values: list[float]) -> None:
+    """The two encoders' float texts agree: Arrow's shortest text of the rounded value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = np.asarray(values, dtype=np.float32)
+    written = pc.cast(pa.array(csv_format.round_significant(array)), pa.string()).to_pylist()
+    assert written == [csv_format.significant_text(float(v)) for v in array]
+    finite = np.isfinite(array)
+    back = np.asarray([float(t) for t in written], dtype=np.float32)
+    assert np.array_equal(back[finite], array[finite])  # nine digits read back exactly
+
+
+def test_significant_text_examples() -> None:
+    cases = [(0.5, "0.5"), (1.0, "1"), (0.0, "0"), (-0.0, "-0"), (1e-6, "0.000001")]
+    cases += [(1.5e-7, "1.5e-7"), (1e9, "1000000000"), (1.5e10, "1.5e+10"), (12.5, "12.5")]
+    assert [(v, csv_format.significant_text(v)) for v, _ in cases] == cases
+
+
+def _both_encoders(
+    batch: Batch, probabilities: np.ndarray, monkeypatch: pytest.MonkeyPatch, **kw: Any
+) -> tuple[str, str]:
+    texts = []
+    for engine in ("auto", "numpy"):
+        monkeypatch.setattr(csv_format, "_ARROW", [])
+        monkeypatch.setenv("SKYSCORE_CSV_ENGINE", engine)
+        texts.append(_encode(batch, probabilities, **kw))
+    return texts[0], texts[1]
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.text(max_size=5), st.integers(-5, 5)),
+            st.floats(0, 1, width=32),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_arrow_encoder_writes_the_same_bytes_as_the_python_encoder(
+    rows: list[tuple[Any, float]],
+) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        n = len(rows)
+        p = np.asarray([[v] for _, v in rows], dtype=np.float32)
+        probabilities = np.hstack([p, 1 - p]).astype(np.float32)
+        batch = Batch(
+            np.arange(1, n + 1),
+            np.zeros((n, 0), np.float32),
+            np.zeros((n, 0), object),
+            [i for i, _ in rows],
+        )
+        arrow, python = _both_encoders(batch, probabilities, monkeypatch)
+        assert arrow == python
+
+
+def test_arrow_encoder_is_used_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that could not fail if the Arrow path were silently never taken."""
+    monkeypatch.setattr(csv_format, "_ARROW", [])
+    monkeypatch.setenv("SKYSCORE_CSV_ENGINE", "auto")
+    encoder = CsvEncoder(io.BytesIO(), id_column="id", classes=["a", "b"], class_names=["a", "b"])
+    batch = Batch(np.arange(1, 3), np.zeros((2, 0)), np.zeros((2, 0), object), ["x", "y"])
+    probabilities = np.asarray([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32)
+    assert encoder._write_arrow(batch, probabilities, np.asarray([1, 0])) == (
+        b"1,x,b,0.25,0.75\n2,y,a,1,0\n"
+    )
+    batch.ids = ["x,1", "y"]  # needs quoting: the Python path writes it
+    assert encoder._write_arrow(batch, probabilities, np.asarray([1, 0])) is None
+
+
+def test_arrow_parse_splits_only_while_inference_starves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skyscore.formats import base
+
+    calls: list[bool] = []
+    pa_csv = csv_format._pyarrow()
+    assert pa_csv is not None
+    real = pa_csv[1].read_csv
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["read_options"].use_threads)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pa_csv[1], "read_csv", spy)
+    layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
+    data = b"".join(b"%d,2,x,r%d\n" % (i, i) for i in range(200))
+    pace = base.Pace()
+    token = base.PACE.set(pace)
+    try:
+        assert layout.parse_arrow(data, 200) is not None
+        pace.starved = False
+        assert layout.parse_arrow(data, 200) is not None
+    finally:
+        base.PACE.reset(token)
+    assert calls == [True, False]
+    long_row = b"1,2," + b"k" * len(data) + b",r\n"  # longer than a quarter of the chunk
+    calls.clear()
+    parsed = layout.parse_arrow(data + long_row, 201)
+    assert parsed is not None and parsed[2][-1, 0] == "k" * len(data)
+    assert calls == [True, False]  # retried in one block
