@@ -11,7 +11,7 @@ from typing import Any
 NUMERIC_INPUT = "numeric"
 CATEGORICAL_INPUT = "categorical"
 PROBABILITIES_OUTPUT = "probabilities"
-TARGET_OPSET = 17
+TARGET_OPSET = 17  # <= 19: the AWS Lambda package runs onnxruntime 1.16 (glibc 2.26 wheels)
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,25 @@ BUCKET = "skyscore-local-data"
 FUNCTIONS = ("http", "upload", "score", "retrainSchedule", "retrainAlarm", "jobCompleted")
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda's limit for a zip package, layers included
 HEADROOM = 0.8  # the package must leave a fifth of it free
+LAMBDA_GLIBC = (2, 26)  # the python3.11 runtime runs on Amazon Linux 2
+_GLIBC_VERSION = re.compile(rb"GLIBC_2\.(\d+)(?:\.\d+)?\x00")
+
+
+def glibc_needed(root: Path) -> dict[str, tuple[int, int]]:
+    """The newest ``GLIBC_2.x`` symbol version each shared library under ``root`` names.
+
+    The dynamic loader refuses a library that needs a glibc newer than the system's; this
+    machine's glibc cannot show that, so the versions are read from the files themselves.
+    """
+    found: dict[str, tuple[int, int]] = {}
+    for path in root.rglob("*.so*"):
+        if path.is_file():
+            minors = [int(m) for m in _GLIBC_VERSION.findall(path.read_bytes())]
+            if minors:
+                found[str(path.relative_to(root))] = (2, max(minors))
+    return found
+
+
 # Write actions that IAM cannot scope to a resource; everything else names its resources.
 UNSCOPABLE = {
     "xray:PutTraceSegments",
@@ -363,7 +383,8 @@ def test_functions_config(template: dict[str, Any]) -> None:
 BLOCKER = textwrap.dedent(
     """
     import importlib.abc, json, sys, time
-    sys.path.insert(0, sys.argv[1])  # what Lambda puts on sys.path: the package root
+    sys.path.insert(0, sys.argv[1])  # what Lambda puts on sys.path: the package root ...
+    sys.path.append(sys.argv[3])  # ... and, last, its runtime's own boto3 and botocore
     started = time.perf_counter()
 
     class Block(importlib.abc.MetaPathFinder):
@@ -402,6 +423,24 @@ BLOCKER = textwrap.dedent(
 )
 
 
+# What the Lambda Python runtime itself provides (serverless.yml's noDeploy list).
+RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six", "jmespath")
+
+
+def lambda_runtime_modules(target: Path) -> Path:
+    """A directory holding (links to) the modules the Lambda runtime provides, from this venv."""
+    import importlib.util
+
+    target.mkdir()
+    for name in RUNTIME_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, f"{name} is not installed"
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (target / source.name).symlink_to(source)
+    return target
+
+
 def test_package_contents_and_imports(
     packaged: Path, tmp_path: Path, demo_model: TrainResult, data_dir: Path
 ) -> None:
@@ -425,6 +464,10 @@ def test_package_contents_and_imports(
         name.startswith(("tests/", "node_modules/", ".venv/", "shared/")) for name in names
     )
     assert unzipped < UNZIPPED_LIMIT * HEADROOM, f"{unzipped / 2**20:.0f} MiB unzipped"
+    needs = glibc_needed(tmp_path / "task")
+    assert len(needs) >= 10, "the package holds no compiled libraries: nothing was checked"
+    too_new = {path: version for path, version in needs.items() if version > LAMBDA_GLIBC}
+    assert not too_new, f"need a newer glibc than Lambda python3.11's {LAMBDA_GLIBC}: {too_new}"
     print(
         f"package: {archive.stat().st_size / 2**20:.1f} MiB zipped, {unzipped / 2**20:.1f} MiB unzipped"
     )
@@ -449,7 +492,16 @@ def test_package_contents_and_imports(
         predictor=Predictor(demo_model.card, demo_model.onnx_bytes),
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", BLOCKER, str(tmp_path / "task"), str(model)],
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            BLOCKER,
+            str(tmp_path / "task"),
+            str(model),
+            str(lambda_runtime_modules(tmp_path / "runtime")),
+        ],
         cwd=tmp_path / "task",
         env={
             "SKYSCORE_BUCKET": "unused",
@@ -570,3 +622,11 @@ def test_documented_local_invocation(emulator: str, demo_model: TrainResult) -> 
     answer, _ = json.JSONDecoder().raw_decode(output[output.index('{\n    "statusCode"') :])
     assert answer["statusCode"] == 200, answer
     assert json.loads(answer["body"])["predictions"][0]["id"] == "P0000"
+
+
+def test_glibc_check_sees_what_a_newer_wheel_needs() -> None:
+    """The check above can fail: the dev venv's onnxruntime is a manylinux_2_28 wheel."""
+    import onnxruntime
+
+    needs = glibc_needed(Path(onnxruntime.__file__).parent)
+    assert max(needs.values()) >= (2, 27), needs
