@@ -397,9 +397,10 @@ def test_stream_scoring_hashes_while_streaming_in_bounded_memory(
     assert report.output_bytes == sink.bytes > 0
     expected = hashlib.sha256(b"".join(_Generated(rows)._generate(rows))).hexdigest()
     assert report.input_sha256 == expected
-    # memory is a few chunks in flight, whatever the file size
+    # memory is a few chunks in flight, whatever the file size: 4x the rows may not cost 1.5x
+    # (how many chunks wait at once depends on thread timing, so the smaller peak varies)
     _, small_peak, _, _ = _traced_peak(rows // 4)
-    assert peak < 1.25 * small_peak, (peak, small_peak)
+    assert peak < 1.5 * small_peak, (peak, small_peak)
     assert peak < report.input_bytes / 3, f"peak traced memory {peak / 2**20:.1f} MiB"
 
 

@@ -205,37 +205,58 @@ def iter_line_chunks(
 ) -> Iterator[bytes]:
     """Chunks of at most ``max_lines`` whole lines, joined by ``\\n`` (no trailing newline).
 
-    A chunk of ``k`` lines has ``k - 1`` newlines. Lines are counted and cut in C (``count``,
-    numpy), never split into Python objects here: the caller decides how to parse them. The
-    first chunk may hold ``extra_first`` more lines (a CSV header, so data chunks stay full).
+    A chunk of ``k`` lines has ``k - 1`` newlines. The first chunk may hold ``extra_first``
+    more lines (a CSV header, so data chunks stay full). See :func:`iter_counted_line_chunks`.
+    """
+    for chunk, _ in iter_counted_line_chunks(
+        source,
+        max_lines,
+        block_size=block_size,
+        max_line_bytes=max_line_bytes,
+        extra_first=extra_first,
+    ):
+        yield chunk
+
+
+def iter_counted_line_chunks(
+    source: Readable,
+    max_lines: int,
+    *,
+    block_size: int = BLOCK_SIZE,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    extra_first: int = 0,
+) -> Iterator[tuple[bytes, int]]:
+    """``(chunk, lines)`` pairs as :func:`iter_line_chunks` cuts them, with each line count.
+
+    Newlines are found once per block by numpy (which lets other threads run meanwhile),
+    never split into Python objects here: the caller decides how to parse the lines.
     """
     if max_lines < 1:
         raise ValueError("chunk_rows must be at least 1")
     pieces: list[bytes] = []
-    have = -extra_first  # lines in ``pieces``
+    have = 0  # lines in ``pieces``
+    room = max_lines + extra_first  # lines the current chunk may hold
     for block in iter_line_blocks(source, block_size=block_size, max_line_bytes=max_line_bytes):
-        lines = block.count(b"\n") + 1
+        newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+        lines = len(newlines) + 1
         start = 0
-        if have + lines > max_lines:  # cut this block: find its newlines once, in C
-            newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            used = 0  # newlines of ``block`` before ``start``
-            while have + lines > max_lines:
-                need = max_lines - have
-                cut = int(newlines[used + need - 1])
-                pieces.append(block[start:cut])
-                yield b"\n".join(pieces) if len(pieces) > 1 else pieces[0]
-                pieces, have = [], 0
-                start, used, lines = cut + 1, used + need, lines - need
+        used = 0  # newlines of ``block`` before ``start``
+        while have + lines > room:  # cut this block
+            need = room - have
+            cut = int(newlines[used + need - 1])
+            pieces.append(block[start:cut])
+            yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), room
+            pieces, have, room = [], 0, max_lines
+            start, used, lines = cut + 1, used + need, lines - need
         pieces.append(block[start:] if start else block)
         have += lines
-        if have == max_lines:
-            yield b"\n".join(pieces) if len(pieces) > 1 else pieces[0]
-            pieces, have = [], 0
+        if have == room:
+            yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), have
+            pieces, have, room = [], 0, max_lines
     if pieces:
-        yield b"\n".join(pieces) if len(pieces) > 1 else pieces[0]
+        yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), have
 
 
-# ----------------------------------------------------------------------------- values
 def parse_number(text: str) -> float:
     """A CSV numeric field as ``numpy.loadtxt`` reads it, so the fast and slow paths agree.
 

@@ -27,7 +27,9 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -43,7 +45,7 @@ from skyscore.formats.base import (
     Readable,
     Writable,
     decode_in_parallel,
-    iter_line_chunks,
+    iter_counted_line_chunks,
     number_problem,
     parse_number,
     shown,
@@ -111,6 +113,7 @@ class _Records:
         *,
         quoted: bool = False,
         bad_utf8: bool = False,
+        count: int | None = None,
     ) -> None:
         self._lines = lines
         self.data = data  # the records as bytes, while they still match ``lines``
@@ -121,7 +124,7 @@ class _Records:
         if lines is not None:
             self.count = len(lines)
         else:
-            self.count = 0 if not data else data.count(b"\n") + 1
+            self.count = 0 if not data else count or data.count(b"\n") + 1
 
     @property
     def lines(self) -> list[str]:
@@ -336,6 +339,7 @@ _ARROW: list[tuple[Any, Any] | None] = []
 # pyarrow parses a chunk's blocks on its thread pool while inference waits for chunks
 # (formats.base.Pace); measured for 1M rows on 2 CPUs: 2.9 s in 4 blocks, 4.3 s in one.
 ARROW_BLOCKS = 4
+DECODE_WORKERS = 1  # chunks parsed beside the splitting thread (2 measured no faster, more memory)
 
 
 def _pyarrow() -> tuple[Any, Any] | None:
@@ -355,6 +359,29 @@ def _pyarrow() -> tuple[Any, Any] | None:
                 found = (pyarrow, pyarrow.csv)
         _ARROW.append(found)
     return _ARROW[0]
+
+
+def _arrow_matrix(table: Any, n: int) -> np.ndarray | None:
+    """float64 columns as one row-major [n, k] matrix, empty fields as NaN; ``None`` if a
+    field held a NaN literal (which the exact paths report as an error, not as missing).
+
+    One C++ call (``RecordBatch.to_tensor``) instead of a ``to_numpy`` per column, which
+    measured ten times slower here.
+    """
+    if table.num_columns == 0:
+        return np.empty((n, 0), dtype=np.float64)
+    table = table.combine_chunks()
+    nulls = sum(column.null_count for column in table.columns)
+    batches = table.to_batches()
+    if len(batches) == 1 and hasattr(batches[0], "to_tensor"):
+        matrix = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
+    else:  # an empty table, or a pyarrow without to_tensor
+        matrix = np.empty((n, table.num_columns), dtype=np.float64)
+        for j, column in enumerate(table.columns):
+            matrix[:, j] = column.to_numpy()
+    if int(np.isnan(matrix).sum()) != nulls:
+        return None
+    return matrix
 
 
 class CsvLayout:
@@ -470,21 +497,22 @@ class CsvLayout:
                 return None
         if table.num_rows != n:  # blank lines were skipped: let the exact path number rows
             return None
-        numeric = np.empty((n, len(self.numeric_idx)), dtype=np.float64)
-        for j, index in enumerate(self.numeric_idx):
-            column = table.column(names[index])
-            values = column.to_numpy()
-            if int(np.isnan(values).sum()) != column.null_count:  # a literal nan in the text
-                return None
-            numeric[:, j] = values
+        numeric = _arrow_matrix(table.select([names[i] for i in self.numeric_idx]), n)
+        if numeric is None:  # a literal nan in the text
+            return None
         categorical = np.empty((n, len(self.categorical_idx)), dtype=object)
         for j, index in enumerate(self.categorical_idx):
             column = table.column(names[index]).combine_chunks()
-            dictionary = column.dictionary.to_numpy(zero_copy_only=False)
-            categorical[:, j] = dictionary[column.indices.to_numpy()]
+            dictionary = np.empty(len(column.dictionary), dtype=object)
+            dictionary[:] = column.dictionary.to_pylist()
+            codes = np.frombuffer(
+                column.indices.buffers()[1], np.int32, len(column), column.indices.offset * 4
+            )
+            categorical[:, j] = dictionary[codes]
         ids = None
         if self.id_idx is not None:
-            ids = table.column(names[self.id_idx]).to_numpy(zero_copy_only=False)
+            ids = np.empty(n, dtype=object)
+            ids[:] = table.column(names[self.id_idx]).to_pylist()
         return np.arange(n, dtype=np.int64), numeric, categorical, ids
 
     # ------------------------------------------------------------------ fast path: JSON
@@ -887,6 +915,50 @@ class CsvLayout:
         return batch, errors
 
 
+class _ChunkWorkers:
+    """Decodes up to ``DECODE_WORKERS`` chunks at once and hands them back in file order.
+
+    Used where pyarrow parses chunks: its parser releases the GIL, so two chunks decode on two
+    cores while this thread splits the next lines off the stream. Holds at most that many
+    chunks beyond the one being read (memory stays bounded).
+    """
+
+    def __init__(self, workers: int = 0) -> None:
+        self.workers = workers or DECODE_WORKERS
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="skyscore-parse")
+        self._pending: deque[Future[Chunk]] = deque()
+
+    def submit(
+        self, decode: Callable[[_Records, int], Chunk], records: _Records, first_row: int
+    ) -> Iterator[Chunk]:
+        """Start one chunk; yield those finished that must go first to keep the queue short."""
+        self._pending.append(self._pool.submit(decode, records, first_row))
+        while len(self._pending) > self.workers:
+            yield from self._take()
+
+    def drain(self) -> Iterator[Chunk]:
+        """The remaining chunks, in order."""
+        try:
+            while self._pending:
+                yield from self._take()
+        finally:
+            self.close()
+
+    def _take(self) -> Iterator[Chunk]:
+        batch, errors = self._pending.popleft().result()
+        if len(batch) or errors:
+            yield batch, errors
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
 class CsvFormat(FileFormat):
     """Comma-separated values with a header row."""
 
@@ -902,15 +974,16 @@ class CsvFormat(FileFormat):
     ) -> Iterator[Chunk]:
         """Chunks of at most ``chunk_rows`` rows; raises ``InvalidInput`` for a bad header."""
         kwargs = {} if self.block_size is None else {"block_size": self.block_size}
-        chunks = iter_line_chunks(source, chunk_rows, extra_first=1, **kwargs)
+        chunks = iter_counted_line_chunks(source, chunk_rows, extra_first=1, **kwargs)
         layout: CsvLayout | None = None
         next_row = 1
         carry: list[str] = []  # lines of a quoted record still open at the end of a chunk
         carry_bad = False
         first = True
         final = False
+        workers: _ChunkWorkers | None = None
         while not final:
-            data = next(chunks, None)
+            data, line_count = next(chunks, (None, 0))
             if data is None:
                 if not carry:
                     break
@@ -929,7 +1002,8 @@ class CsvFormat(FileFormat):
                 carry_bad = (bad or carry_bad) and bool(carry)
                 records.drop_blank()
             else:
-                records = _Records(data=data)  # blank lines are dropped when lines are needed
+                # blank lines are dropped when lines are needed
+                records = _Records(data=data, count=line_count)
             if layout is None:
                 records.drop_leading_blank()
                 if not records.count:
@@ -939,10 +1013,17 @@ class CsvFormat(FileFormat):
                 layout = CsvLayout(schema, parse_header(records.drop_first()))
             if not records.count:
                 continue
-            batch, errors = layout.decode_records(records, next_row)
+            if workers is None:
+                workers = _ChunkWorkers() if _pyarrow() is not None else None
+            if workers is None:
+                chunk = layout.decode_records(records, next_row)
+                if len(chunk[0]) or chunk[1]:
+                    yield chunk
+            else:
+                yield from workers.submit(layout.decode_records, records, next_row)
             next_row += records.count
-            if len(batch) or errors:
-                yield batch, errors
+        if workers is not None:
+            yield from workers.drain()
         if layout is None:
             raise InvalidInput("the CSV file is empty: it has no header row")
 
@@ -1031,6 +1112,25 @@ def _arrow_numbers(pa: Any, values: np.ndarray, kind: Any) -> Any:
     return pa.Array.from_buffers(kind, len(array), [None, pa.py_buffer(array)])
 
 
+def _arrow_strings(pa: Any, texts: Sequence[Any]) -> Any:
+    """Texts (``None`` as empty) as an Arrow string array, or ``None`` if one is not a str.
+
+    Built from buffers: ``pyarrow.array`` on a list would import pandas where installed,
+    ~0.5 s and tens of MB on the first chunk of a process.
+    """
+    try:
+        encoded = [b"" if t is None else t.encode() for t in texts]
+    except (AttributeError, UnicodeEncodeError):
+        return None
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        len(encoded),
+        [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+    )
+
+
 class CsvEncoder(Encoder):
     """``row[,<id>],label,probability_<class>...``; probabilities to 9 significant digits.
 
@@ -1058,7 +1158,9 @@ class CsvEncoder(Encoder):
             "%d" + (",%s" if id_column is not None else "") + ",%s" * (1 + len(self.classes))
         )
         self._arrow = _pyarrow()
-        self._label_dictionary = None if self._arrow is None else self._arrow[0].array(label_texts)
+        self._label_dictionary = (
+            None if self._arrow is None else _arrow_strings(self._arrow[0], label_texts)
+        )
         if self._arrow is not None and any(
             t != str(c) for t, c in zip(label_texts, self.classes, strict=True)
         ):
@@ -1098,12 +1200,10 @@ class CsvEncoder(Encoder):
         pa, pacsv = self._arrow
         columns: dict[str, Any] = {"row": _arrow_numbers(pa, batch.rows, pa.int64())}
         if self.id_column is not None:
-            try:
-                columns["id"] = pa.array(
-                    batch.ids if batch.ids is not None else [None] * len(batch), type=pa.string()
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            ids = _arrow_strings(pa, batch.ids if batch.ids is not None else [None] * len(batch))
+            if ids is None:
                 return None  # not all text: str() of other types is left to the Python path
+            columns["id"] = ids
         columns["label"] = pa.DictionaryArray.from_arrays(
             _arrow_numbers(pa, labels, pa.int32()), self._label_dictionary
         )
