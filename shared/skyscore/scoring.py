@@ -47,6 +47,8 @@ from skyscore.schema import Batch, InputSchema, RowError
 MANIFEST_VERSION = 1
 FIRST_ERRORS = 20  # errors copied into the report and the manifest
 QUEUE_DEPTH = 2  # decoded chunks waiting for inference: bounds memory, keeps ONNX busy
+# chunks scored at once: ONNX Runtime (one intra-op thread each) on every core, up to two
+INFERENCE_WORKERS = max(1, min(2, os.cpu_count() or 1))
 _COPY_BLOCK = 1 << 20
 
 
@@ -378,15 +380,37 @@ def score_stream(
     producer = _Producer(
         file_format.decode(readable, schema, chunk_rows=chunk_rows), depth=QUEUE_DEPTH
     )
-    # Encoding runs on its own thread, one chunk at a time and in order, so that the scoring
-    # thread only feeds ONNX Runtime; at most QUEUE_DEPTH encoded chunks wait (bounded memory).
+    # Inference runs on up to INFERENCE_WORKERS threads (ONNX Runtime releases the GIL and a
+    # session may run concurrently), so a costly model uses every core while decoding has
+    # nothing to do; results are taken in file order. Encoding runs on its own thread, one
+    # chunk at a time and in order. At most QUEUE_DEPTH encoded chunks wait (bounded memory).
+    scorer = ThreadPoolExecutor(max_workers=INFERENCE_WORKERS, thread_name_prefix="skyscore-infer")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyscore-encode")
+    scoring: deque[tuple[Batch, Future[tuple[np.ndarray, np.ndarray, float]]]] = deque()
     pending: deque[Future[float]] = deque()
+
+    def infer(batch: Batch) -> tuple[np.ndarray, np.ndarray, float]:
+        tick = time.perf_counter()
+        probabilities = predictor.predict_proba(batch)
+        labels = predictor.label_indices(probabilities)
+        return probabilities, labels, time.perf_counter() - tick
 
     def encode(batch: Batch, probabilities: np.ndarray, labels: np.ndarray) -> float:
         tick = time.perf_counter()
         encoder.write(batch, probabilities, labels)
         return time.perf_counter() - tick
+
+    def finish(batch: Batch, scored: Future[tuple[np.ndarray, np.ndarray, float]]) -> None:
+        probabilities, labels, seconds = scored.result()
+        report.infer_seconds += seconds
+        tock = time.perf_counter()
+        for observer in observers:
+            observer.observe(batch, probabilities)
+        report.observe_seconds += time.perf_counter() - tock
+        pending.append(writer.submit(encode, batch, probabilities, labels))
+        while len(pending) > QUEUE_DEPTH:
+            report.encode_seconds += pending.popleft().result()
+        report.rows_scored += len(batch)
 
     try:
         for batch, errors in producer:
@@ -401,26 +425,22 @@ def score_stream(
                     errors_sink.write(error_encoder.encode_lines([e.to_dict() for e in errors]))
             if not len(batch):
                 continue
-            tick = time.perf_counter()
-            probabilities = predictor.predict_proba(batch)
-            labels = predictor.label_indices(probabilities)
-            tock = time.perf_counter()
-            report.infer_seconds += tock - tick
-            for observer in observers:
-                observer.observe(batch, probabilities)
-            report.observe_seconds += time.perf_counter() - tock
-            pending.append(writer.submit(encode, batch, probabilities, labels))
-            while len(pending) > QUEUE_DEPTH:
-                report.encode_seconds += pending.popleft().result()
-            report.rows_scored += len(batch)
+            scoring.append((batch, scorer.submit(infer, batch)))
+            while len(scoring) > INFERENCE_WORKERS:
+                finish(*scoring.popleft())
+        while scoring:
+            finish(*scoring.popleft())
         while pending:
             report.encode_seconds += pending.popleft().result()
         tick = time.perf_counter()
         encoder.close()
         report.encode_seconds += time.perf_counter() - tick
     finally:
-        for future in pending:
-            future.cancel()
+        for _, scored in scoring:
+            scored.cancel()
+        for written in pending:
+            written.cancel()
+        scorer.shutdown(wait=True)
         writer.shutdown(wait=True)
         producer.stop()
     report.decode_seconds = producer.decode_seconds
