@@ -401,7 +401,8 @@ def test_stream_scoring_hashes_while_streaming_in_bounded_memory(
     # (how many chunks wait at once depends on thread timing, so the smaller peak varies)
     _, small_peak, _, _ = _traced_peak(rows // 4)
     assert peak < 1.5 * small_peak, (peak, small_peak)
-    assert peak < report.input_bytes / 3, f"peak traced memory {peak / 2**20:.1f} MiB"
+    # chunks in flight: decoding, queued, two scoring, encoding: a fraction of this 14 MB file
+    assert peak < report.input_bytes / 2, f"peak traced memory {peak / 2**20:.1f} MiB"
 
 
 def test_decoding_runs_in_its_own_thread(monkeypatch: pytest.MonkeyPatch) -> None:
