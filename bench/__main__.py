@@ -322,7 +322,14 @@ predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
 t0 = time.perf_counter()
 report = score_path(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
 elapsed = time.perf_counter() - t0
-print(elapsed, report.rows_scored, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak RSS in KiB. ru_maxrss would do on macOS, but on Linux it keeps
+# the parent's peak across fork + exec, so it reported the bench process's memory, not ours.
+try:
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith("VmHWM:"))
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(elapsed, report.rows_scored, peak)
 """
 
 
