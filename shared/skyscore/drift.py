@@ -8,6 +8,7 @@ bounded whatever the batch size; numpy only (this runs on the inference path).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -49,35 +50,101 @@ def level(value: float) -> str:
     return "ok"
 
 
-@dataclass(slots=True)
-class _NumericCounts:
-    baseline: NumericBaseline
-    edges: np.ndarray
-    counts: np.ndarray
-    missing: int = 0
-    out_of_range: int = 0
-    total: int = 0
+class _NumericBlock:
+    """Every numeric feature's counts in a few arrays, so a batch is counted in a few numpy
+    calls whatever the number of features (one ``searchsorted`` per feature cost ~1 ms per
+    online drift flush, paid by one request in 64)."""
 
-    def add(self, values: np.ndarray) -> None:
+    def __init__(self, columns: list[int], baselines: list[NumericBaseline]) -> None:
+        self.columns = np.asarray(columns, dtype=np.intp)
+        self.baselines = baselines
+        self.widths = [len(b.frequencies) for b in baselines]
+        k, width = len(baselines), max(self.widths, default=1)
+        self.width = width
+        # bin of x = number of edges <= x (``searchsorted(edges, x, side="right")``); padding
+        # edges are +inf, never <= a finite value
+        self.edges = np.full((k, max(width - 1, 0)), np.inf)
+        for j, base in enumerate(baselines):
+            if len(base.edges) != self.widths[j] - 1:
+                raise ValueError(f"baseline of feature {j} has inconsistent bins")
+            self.edges[j, : len(base.edges)] = base.edges
+        self.low = np.asarray([b.min for b in baselines], dtype=np.float64)
+        self.high = np.asarray([b.max for b in baselines], dtype=np.float64)
+        self.offsets = np.arange(k, dtype=np.intp) * width
+        self.counts = np.zeros((k, width), dtype=np.int64)
+        self.missing = np.zeros(k, dtype=np.int64)
+        self.out_of_range = np.zeros(k, dtype=np.int64)
+        self.total = np.zeros(k, dtype=np.int64)
+
+    def add(self, numeric: np.ndarray) -> None:
+        if not len(self.baselines) or not len(numeric):
+            return
+        values = numeric[:, self.columns].astype(np.float64)
         missing = np.isnan(values)
-        present = values[~missing].astype(np.float64)
-        self.total += values.size
-        self.missing += int(missing.sum())
-        if present.size:
-            bins = np.searchsorted(self.edges, present, side="right")
-            self.counts += np.bincount(bins, minlength=self.counts.size)
-            self.out_of_range += int(
-                np.count_nonzero((present < self.baseline.min) | (present > self.baseline.max))
-            )
+        self.total += len(values)
+        self.missing += missing.sum(axis=0)
+        bins = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
+        flat = (bins + self.offsets)[~missing]
+        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
+        self.out_of_range += ((values < self.low) | (values > self.high)).sum(axis=0)
 
-    def merge(self, other: _NumericCounts, sign: int = 1) -> None:
+    def empty_like(self) -> _NumericBlock:
+        """Zero counts over the same (shared, read-only) bins."""
+        clone = copy.copy(self)
+        clone.counts = np.zeros_like(self.counts)
+        clone.missing = np.zeros_like(self.missing)
+        clone.out_of_range = np.zeros_like(self.out_of_range)
+        clone.total = np.zeros_like(self.total)
+        return clone
+
+    def merge(self, other: _NumericBlock, sign: int = 1) -> None:
         self.counts += sign * other.counts
         self.missing += sign * other.missing
         self.out_of_range += sign * other.out_of_range
         self.total += sign * other.total
 
-    def empty_like(self) -> _NumericCounts:
-        return _NumericCounts(self.baseline, self.edges, np.zeros_like(self.counts))
+
+class _NumericCounts:
+    """One numeric feature's view of a :class:`_NumericBlock`."""
+
+    __slots__ = ("baseline", "block", "row")
+
+    def __init__(self, block: _NumericBlock, row: int) -> None:
+        self.block = block
+        self.row = row
+        self.baseline = block.baselines[row]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.block.counts[self.row, : self.block.widths[self.row]]
+
+    @counts.setter
+    def counts(self, value: np.ndarray) -> None:
+        self.block.counts[self.row, : self.block.widths[self.row]] = value
+
+    @property
+    def missing(self) -> int:
+        return int(self.block.missing[self.row])
+
+    @missing.setter
+    def missing(self, value: int) -> None:
+        self.block.missing[self.row] = value
+
+    @property
+    def out_of_range(self) -> int:
+        return int(self.block.out_of_range[self.row])
+
+    @out_of_range.setter
+    def out_of_range(self, value: int) -> None:
+        self.block.out_of_range[self.row] = value
+
+    @property
+    def total(self) -> int:
+        return int(self.block.total[self.row])
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self.block.total[self.row] = value
 
     def result(self) -> dict[str, Any]:
         present = self.total - self.missing
@@ -139,14 +206,17 @@ class DriftAccumulator:
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
-        self.numeric: list[tuple[int, str, _NumericCounts]] = []
         self.categorical: list[tuple[int, str, _CategoricalCounts]] = []
-        for j, feature in enumerate(f for f in card.features if f.kind == "numeric"):
-            base = feature.baseline
-            if isinstance(base, NumericBaseline):
-                edges = np.asarray(base.edges, dtype=np.float64)
-                counts = np.zeros(len(base.frequencies), dtype=np.int64)
-                self.numeric.append((j, feature.name, _NumericCounts(base, edges, counts)))
+        numeric = [
+            (j, feature.name, feature.baseline)
+            for j, feature in enumerate(f for f in card.features if f.kind == "numeric")
+            if isinstance(feature.baseline, NumericBaseline)
+        ]
+        self.numeric_block = _NumericBlock([j for j, _, _ in numeric], [b for _, _, b in numeric])
+        self.numeric: list[tuple[int, str, _NumericCounts]] = [
+            (j, name, _NumericCounts(self.numeric_block, row))
+            for row, (j, name, _) in enumerate(numeric)
+        ]
         for j, feature in enumerate(f for f in card.features if f.kind == "categorical"):
             base = feature.baseline
             if isinstance(base, CategoricalBaseline):
@@ -162,11 +232,24 @@ class DriftAccumulator:
         self.predicted = np.zeros(len(classes), dtype=np.int64)
         self.rows = 0
 
+    def empty_like(self) -> DriftAccumulator:
+        """An empty accumulator for the same card, sharing this one's read-only bins (cheap:
+        online drift makes one per flush)."""
+        clone = copy.copy(self)
+        clone.numeric_block = self.numeric_block.empty_like()
+        clone.numeric = [
+            (j, name, _NumericCounts(clone.numeric_block, counts.row))
+            for j, name, counts in self.numeric
+        ]
+        clone.categorical = [(j, name, c.empty_like()) for j, name, c in self.categorical]
+        clone.predicted = np.zeros_like(self.predicted)
+        clone.rows = 0
+        return clone
+
     def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
         """Count one scored chunk."""
         self.rows += len(batch)
-        for j, _, numeric_counts in self.numeric:
-            numeric_counts.add(batch.numeric[:, j])
+        self.numeric_block.add(batch.numeric)
         for j, _, categorical_counts in self.categorical:
             categorical_counts.add(batch.categorical[:, j])
         if len(batch):
@@ -212,7 +295,7 @@ class RollingDrift:
 
     def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
         """Add a batch; forget the oldest beyond the window."""
-        one = DriftAccumulator(self.card)
+        one = self.total.empty_like()
         one.observe(batch, probabilities)
         self._merge(one, 1)
         self.window.append(one)
@@ -222,8 +305,7 @@ class RollingDrift:
     def _merge(self, one: DriftAccumulator, sign: int) -> None:
         self.total.rows += sign * one.rows
         self.total.predicted += sign * one.predicted
-        for (_, _, mine), (_, _, theirs) in zip(self.total.numeric, one.numeric, strict=True):
-            mine.merge(theirs, sign)
+        self.total.numeric_block.merge(one.numeric_block, sign)
         for (_, _, cmine), (_, _, ctheirs) in zip(
             self.total.categorical, one.categorical, strict=True
         ):
