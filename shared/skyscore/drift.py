@@ -104,6 +104,19 @@ class _NumericBlock:
         self.total += sign * other.total
 
 
+class _BlockCell:
+    """An int attribute of :class:`_NumericCounts` stored in its block's per-feature array."""
+
+    def __init__(self, array: str) -> None:
+        self.array = array
+
+    def __get__(self, counts: _NumericCounts, owner: type | None = None) -> int:
+        return int(getattr(counts.block, self.array)[counts.row])
+
+    def __set__(self, counts: _NumericCounts, value: int) -> None:
+        getattr(counts.block, self.array)[counts.row] = value
+
+
 class _NumericCounts:
     """One numeric feature's view of a :class:`_NumericBlock`."""
 
@@ -122,29 +135,9 @@ class _NumericCounts:
     def counts(self, value: np.ndarray) -> None:
         self.block.counts[self.row, : self.block.widths[self.row]] = value
 
-    @property
-    def missing(self) -> int:
-        return int(self.block.missing[self.row])
-
-    @missing.setter
-    def missing(self, value: int) -> None:
-        self.block.missing[self.row] = value
-
-    @property
-    def out_of_range(self) -> int:
-        return int(self.block.out_of_range[self.row])
-
-    @out_of_range.setter
-    def out_of_range(self, value: int) -> None:
-        self.block.out_of_range[self.row] = value
-
-    @property
-    def total(self) -> int:
-        return int(self.block.total[self.row])
-
-    @total.setter
-    def total(self, value: int) -> None:
-        self.block.total[self.row] = value
+    missing = _BlockCell("missing")
+    out_of_range = _BlockCell("out_of_range")
+    total = _BlockCell("total")
 
     def result(self) -> dict[str, Any]:
         present = self.total - self.missing
