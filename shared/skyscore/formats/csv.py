@@ -339,7 +339,7 @@ _ARROW: list[tuple[Any, Any] | None] = []
 # pyarrow parses a chunk's blocks on its thread pool while inference waits for chunks
 # (formats.base.Pace); measured for 1M rows on 2 CPUs: 2.9 s in 4 blocks, 4.3 s in one.
 ARROW_BLOCKS = 4
-DECODE_WORKERS = 2  # chunks parsed at once beside the splitting thread (measured: 10 % faster than 1)
+DECODE_WORKERS = 2  # chunks parsed at once beside the line splitter (measured: 10 % faster)
 
 
 def _pyarrow() -> tuple[Any, Any] | None:
