@@ -982,48 +982,52 @@ class CsvFormat(FileFormat):
         first = True
         final = False
         workers: _ChunkWorkers | None = None
-        while not final:
-            data, line_count = next(chunks, (None, 0))
-            if data is None:
-                if not carry:
-                    break
-                final, data = True, b""
-            if b"\r" in data:
-                data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
-            if first:
-                data = data.removeprefix(_BOM)
-                first = False
-            if carry or b'"' in data:
-                text, bad = _decode_text(data)
-                lines = text.split("\n")
-                records, carry = _join_quoted(
-                    carry + lines if carry else lines, final=final, bad_utf8=bad or carry_bad
-                )
-                carry_bad = (bad or carry_bad) and bool(carry)
-                records.drop_blank()
-            else:
-                # blank lines are dropped when lines are needed
-                records = _Records(data=data, count=line_count)
-            if layout is None:
-                records.drop_leading_blank()
+        try:
+            while not final:
+                data, line_count = next(chunks, (None, 0))
+                if data is None:
+                    if not carry:
+                        break
+                    final, data = True, b""
+                if b"\r" in data:
+                    data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
+                if first:
+                    data = data.removeprefix(_BOM)
+                    first = False
+                if carry or b'"' in data:
+                    text, bad = _decode_text(data)
+                    lines = text.split("\n")
+                    records, carry = _join_quoted(
+                        carry + lines if carry else lines, final=final, bad_utf8=bad or carry_bad
+                    )
+                    carry_bad = (bad or carry_bad) and bool(carry)
+                    records.drop_blank()
+                else:
+                    # blank lines are dropped when lines are needed
+                    records = _Records(data=data, count=line_count)
+                if layout is None:
+                    records.drop_leading_blank()
+                    if not records.count:
+                        continue
+                    if 0 in records.unterminated:
+                        raise InvalidInput("the CSV header has an unterminated quoted field")
+                    layout = CsvLayout(schema, parse_header(records.drop_first()))
                 if not records.count:
                     continue
-                if 0 in records.unterminated:
-                    raise InvalidInput("the CSV header has an unterminated quoted field")
-                layout = CsvLayout(schema, parse_header(records.drop_first()))
-            if not records.count:
-                continue
-            if workers is None:
-                workers = _ChunkWorkers() if _pyarrow() is not None else None
-            if workers is None:
-                chunk = layout.decode_records(records, next_row)
-                if len(chunk[0]) or chunk[1]:
-                    yield chunk
-            else:
-                yield from workers.submit(layout.decode_records, records, next_row)
-            next_row += records.count
-        if workers is not None:
-            yield from workers.drain()
+                if workers is None:
+                    workers = _ChunkWorkers() if _pyarrow() is not None else None
+                if workers is None:
+                    chunk = layout.decode_records(records, next_row)
+                    if len(chunk[0]) or chunk[1]:
+                        yield chunk
+                else:
+                    yield from workers.submit(layout.decode_records, records, next_row)
+                next_row += records.count
+            if workers is not None:
+                yield from workers.drain()
+        finally:
+            if workers is not None:
+                workers.close()  # the consumer may stop early
         if layout is None:
             raise InvalidInput("the CSV file is empty: it has no header row")
 

@@ -822,3 +822,18 @@ def test_arrow_parse_splits_only_while_inference_starves(monkeypatch: pytest.Mon
     parsed = layout.parse_arrow(data + long_row, 201)
     assert parsed is not None and parsed[2][-1, 0] == "k" * len(data)
     assert calls == [True, False]  # retried in one block
+
+
+def test_parse_workers_stop_with_the_consumer() -> None:
+    """Where pyarrow parses chunks on worker threads, a consumer that stops early (an error
+    elsewhere, a cancelled job) leaves no parsing thread behind."""
+    import threading
+
+    assert csv_format._pyarrow() is not None
+    data = HEADER + "\n" + "".join(f"r{i},{i},2,red\n" for i in range(5_000))
+    chunks = CsvFormat().decode(io.BytesIO(data.encode()), SCHEMA, chunk_rows=100)
+    first, errors = next(chunks)
+    assert len(first) == 100 and not errors
+    assert any(t.name.startswith("skyscore-parse") for t in threading.enumerate())
+    chunks.close()
+    assert not any(t.name.startswith("skyscore-parse") for t in threading.enumerate())
