@@ -257,6 +257,7 @@ def iter_counted_line_chunks(
         yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), have
 
 
+# ----------------------------------------------------------------------------- values
 def parse_number(text: str) -> float:
     """A CSV numeric field as ``numpy.loadtxt`` reads it, so the fast and slow paths agree.
 

@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 
 from skyscore.errors import InvalidInput
 from skyscore.formats import csv as csv_format
-from skyscore.formats.base import concat_batches, iter_line_chunks, parse_number
+from skyscore.formats.base import (
+    concat_batches,
+    iter_counted_line_chunks,
+    iter_line_chunks,
+    parse_number,
+)
 from skyscore.formats.csv import EMPTY_SENTINEL, CsvEncoder, CsvFormat, CsvLayout, fill_empty_fields
 from skyscore.schema import FLOAT32_MAX, Batch, InputSchema, RowError
 
@@ -318,11 +323,18 @@ def test_line_chunks_cut_exactly(
     lines: list[str], final_newline: bool, max_lines: int, block_size: int, extra_first: int
 ) -> None:
     data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
-    chunks = list(
+    counted = list(
+        iter_counted_line_chunks(
+            io.BytesIO(data), max_lines, block_size=block_size, extra_first=extra_first
+        )
+    )
+    chunks = [chunk for chunk, _ in counted]
+    assert chunks == list(
         iter_line_chunks(
             io.BytesIO(data), max_lines, block_size=block_size, extra_first=extra_first
         )
     )
+    assert [count for _, count in counted] == [chunk.count(b"\n") + 1 for chunk in chunks]
     got = [line for chunk in chunks for line in chunk.split(b"\n")]
     expected = data.split(b"\n") if data else []  # "a\n" is one line, "" is none
     if data.endswith(b"\n"):
