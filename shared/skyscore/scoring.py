@@ -41,7 +41,6 @@ from skyscore.formats import (
     format_for,
     open_encoder,
 )
-from skyscore.formats.base import PACE, Pace
 from skyscore.schema import Batch, InputSchema, RowError
 
 MANIFEST_VERSION = 1
@@ -248,12 +247,9 @@ class _Producer:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.decode_seconds = 0.0
-        self.pace = Pace()
         self._thread = threading.Thread(target=self._run, name="skyscore-decode", daemon=True)
 
     def _put(self, item: object) -> bool:
-        if self._queue.full():
-            self.pace.starved = False  # decoding is ahead: leave the cores to inference
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.05)
@@ -263,7 +259,6 @@ class _Producer:
         return False
 
     def _run(self) -> None:
-        PACE.set(self.pace)  # this thread's own context: the decoder reads it
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
@@ -286,8 +281,6 @@ class _Producer:
     def __iter__(self) -> Iterator[Chunk]:
         self._thread.start()
         while True:
-            if self._queue.empty():
-                self.pace.starved = True  # inference waits: decoding may use more threads
             try:
                 item = self._queue.get(timeout=0.5)
             except queue.Empty:

@@ -8,8 +8,6 @@ more than a chunk (plus one read block) in memory, whatever the file size.
 from __future__ import annotations
 
 import abc
-import contextvars
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -23,31 +21,6 @@ BLOCK_SIZE = 4 << 20  # bytes per read: big enough to amortise Python overhead, 
 MAX_LINE_BYTES = 64 << 20  # one record may not be larger: a file without newlines is not a table
 
 Chunk = tuple[Batch, list[RowError]]
-
-
-class Pace:
-    """Whether inference is waiting for decoded chunks, so a decoder may use more threads.
-
-    The scoring loop keeps it up to date: ``starved`` when it found no chunk ready, not when
-    the queue of decoded chunks was full. A decoder that can split a chunk over threads
-    (pyarrow's CSV parser) does so only while inference starves; otherwise the cores belong
-    to ONNX Runtime and the encoder. Set ``SKYSCORE_DECODE_THREADS=1`` to never split.
-    """
-
-    def __init__(self, *, starved: bool = True) -> None:
-        self.starved = starved
-
-
-PACE: contextvars.ContextVar[Pace | None] = contextvars.ContextVar("skyscore_pace", default=None)
-_SPLIT_ALLOWED = os.environ.get("SKYSCORE_DECODE_THREADS", "") != "1"
-
-
-def decode_in_parallel() -> bool:
-    """Whether the current decoder may spread one chunk over several threads now."""
-    if not _SPLIT_ALLOWED:
-        return False
-    pace = PACE.get()
-    return True if pace is None else pace.starved
 
 
 class Readable(Protocol):

@@ -44,7 +44,6 @@ from skyscore.formats.base import (
     FileFormat,
     Readable,
     Writable,
-    decode_in_parallel,
     iter_counted_line_chunks,
     number_problem,
     parse_number,
@@ -336,9 +335,11 @@ def fill_empty_fields(data: bytes) -> bytes:
 
 
 _ARROW: list[tuple[Any, Any] | None] = []
-# pyarrow parses a chunk's blocks on its thread pool while inference waits for chunks
-# (formats.base.Pace); measured for 1M rows on 2 CPUs: 2.9 s in 4 blocks, 4.3 s in one.
+# pyarrow parses a chunk's blocks on its thread pool (measured for 1M rows on 2 CPUs: 2.9 s in
+# 4 blocks, 4.3 s in one; only splitting while inference waited for data was slower for a
+# costly model). SKYSCORE_DECODE_THREADS=1 parses each chunk on one thread.
 ARROW_BLOCKS = 4
+ARROW_SPLIT = os.environ.get("SKYSCORE_DECODE_THREADS", "") != "1"
 DECODE_WORKERS = 2  # chunks parsed at once beside the line splitter (measured: 10 % faster)
 
 
@@ -463,7 +464,6 @@ class CsvLayout:
         if arrow is None or (self.id_idx is not None and self.id_idx in self.numeric_idx):
             return None
         pa, pacsv = arrow
-        split = decode_in_parallel()
         names = [f"c{i}" for i in range(self.n_fields)]
         types: dict[str, Any] = {names[i]: pa.float64() for i in self.numeric_idx}
         types.update(
@@ -471,7 +471,7 @@ class CsvLayout:
         )
         if self.id_idx is not None:
             types[names[self.id_idx]] = pa.string()
-        blocks = ARROW_BLOCKS if split else 1
+        blocks = ARROW_BLOCKS if ARROW_SPLIT else 1
         while True:
             try:
                 table = pacsv.read_csv(

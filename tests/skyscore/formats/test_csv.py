@@ -805,9 +805,7 @@ def test_arrow_encoder_is_used_where_installed(monkeypatch: pytest.MonkeyPatch) 
     assert encoder._write_arrow(batch, probabilities, np.asarray([1, 0])) is None
 
 
-def test_arrow_parse_splits_only_while_inference_starves(monkeypatch: pytest.MonkeyPatch) -> None:
-    from skyscore.formats import base
-
+def test_arrow_parse_splits_a_chunk_over_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
     pa_csv = csv_format._pyarrow()
     assert pa_csv is not None
@@ -820,15 +818,11 @@ def test_arrow_parse_splits_only_while_inference_starves(monkeypatch: pytest.Mon
     monkeypatch.setattr(pa_csv[1], "read_csv", spy)
     layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
     data = b"".join(b"%d,2,x,r%d\n" % (i, i) for i in range(200))
-    pace = base.Pace()
-    token = base.PACE.set(pace)
-    try:
-        assert layout.parse_arrow(data, 200) is not None
-        pace.starved = False
-        assert layout.parse_arrow(data, 200) is not None
-    finally:
-        base.PACE.reset(token)
+    assert layout.parse_arrow(data, 200) is not None
+    monkeypatch.setattr(csv_format, "ARROW_SPLIT", False)  # SKYSCORE_DECODE_THREADS=1
+    assert layout.parse_arrow(data, 200) is not None
     assert calls == [True, False]
+    monkeypatch.setattr(csv_format, "ARROW_SPLIT", True)
     long_row = b"1,2," + b"k" * len(data) + b",r\n"  # longer than a quarter of the chunk
     calls.clear()
     parsed = layout.parse_arrow(data + long_row, 201)
