@@ -13,10 +13,9 @@ trie built once at import, and no per-request regular expressions.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -48,6 +47,7 @@ __all__ = [
     "ROUTES",
     "DataPlane",
     "Headers",
+    "InstanceDecoder",
     "ModelList",
     "ModelProvider",
     "ModelSummary",
@@ -61,7 +61,6 @@ __all__ = [
     "Route",
     "StaticModelProvider",
     "V2Problem",
-    "fast_batch",
     "match",
     "package_version",
 ]
@@ -489,64 +488,79 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, expected: str) -> A
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
-_NUMBERS = frozenset({float, int})
-_NUMBERS_OR_NULL = frozenset({float, int, type(None)})
-_STRINGS = frozenset({str})
-_STRINGS_OR_NULL = frozenset({str, type(None)})
-_NAN = float("nan")
+_FLOAT32 = Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)] | None
+_ID = Any
 
 
-def fast_batch(schema: InputSchema, instances: list[Any], id_column: str | None) -> Batch | None:
-    """The batch for well-formed instances in a few C-level steps, or ``None``.
+class InstanceDecoder:
+    """Decodes a predict body straight into a :class:`Batch` for one input schema, or declines.
 
-    ``InputSchema.records_to_batch`` checks every value in Python (about 0.4 µs each), which
-    is most of a single-row request's overhead. Here the common case (every column present,
-    plain finite numbers, string categories, ``null`` for missing) is checked with builtins
-    over whole lists; anything else returns ``None`` and the caller takes the canonical path,
-    which builds the same batch or the precise 422. ``test_dataplane`` checks they agree.
-    Builtins rather than numpy reductions: after an ONNX run the CPU caches are cold and each
-    numpy call costs microseconds more than it does in a micro-benchmark.
+    The canonical path builds a dict per instance and checks every value in Python (about
+    0.4 µs each), which was most of a single-row request's overhead. Here a msgspec Struct
+    with one field per column checks presence, types and the float32 range in C while it
+    parses. Whatever it does not take (a missing or mistyped column, integer categories, a
+    request naming another id column, a malformed body) returns ``None``, and the caller
+    decodes generically: the canonical batch or the precise 400/422. ``test_dataplane``
+    checks that both paths agree.
     """
-    n = len(instances)
-    if schema.strict or n == 0:
-        return None
-    numeric_cols = schema.numeric
-    categorical_cols = schema.categorical
-    try:
-        numbers = [record[c] for record in instances for c in numeric_cols]
-        categories = [record[c] for record in instances for c in categorical_cols]
-    except (KeyError, TypeError, IndexError):  # a missing column, or an instance not an object
-        return None
-    if numbers:
-        types = set(map(type, numbers))
-        if not types <= _NUMBERS:
-            if not types <= _NUMBERS_OR_NULL:
-                return None
-            present = [x for x in numbers if x is not None]
-            numbers = [_NAN if x is None else x for x in numbers]  # null = missing
-        else:
-            present = numbers
-        try:
-            # a NaN or infinity makes the sum non-finite; a huge int raises OverflowError
-            if present and (
-                not math.isfinite(sum(present)) or max(map(abs, present)) > FLOAT32_MAX
-            ):
-                return None
-        except OverflowError:
+
+    __slots__ = ("_categorical", "_decoder", "_id_column", "_numeric")
+
+    def __init__(self, schema: InputSchema) -> None:
+        columns = [*schema.numeric, *schema.categorical]
+        types: list[Any] = [_FLOAT32] * len(schema.numeric) + [str | None] * len(schema.categorical)
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            (f"f{i}", kind) for i, kind in enumerate(types)
+        ]
+        if schema.id_column is not None:
+            columns.append(schema.id_column)
+            fields.append((f"f{len(fields)}", _ID, None))
+        # JSON names are the column names, whatever characters they hold
+        rename = {f"f{i}": column for i, column in enumerate(columns)}
+        row = msgspec.defstruct("Instance", fields, kw_only=True, rename=rename, gc=False)
+        envelope = msgspec.defstruct(
+            "Instances",
+            [("instances", list[row]), ("id_column", str | None, None)],  # type: ignore[valid-type]
+            kw_only=True,
+        )
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(envelope)
+        self._numeric = len(schema.numeric)
+        self._categorical = len(schema.categorical)
+        self._id_column = schema.id_column
+
+    @classmethod
+    def for_schema(cls, schema: InputSchema) -> InstanceDecoder | None:
+        """The decoder, or ``None`` where the canonical path must judge every request: a strict
+        schema (unknown columns are errors) or an id column that is also a feature."""
+        if schema.strict or len({*schema.columns, schema.id_column}) <= len(schema.columns):
             return None
-        numeric = np.array(numbers, dtype=np.float32).reshape(n, len(numeric_cols))
-    else:
-        numeric = np.empty((n, len(numeric_cols)), dtype=np.float32)
-    categorical = np.empty((n, len(categorical_cols)), dtype=object)
-    if categories:
-        types = set(map(type, categories))
-        if not types <= _STRINGS:
-            if not types <= _STRINGS_OR_NULL:
-                return None
-            categories = [MISSING_CATEGORY if c is None else c for c in categories]
-        categorical.reshape(-1)[:] = categories
-    ids = [record.get(id_column) for record in instances] if id_column else None
-    return Batch(np.arange(n, dtype=np.int64), numeric, categorical, ids)
+        return cls(schema)
+
+    def decode(self, body: bytes) -> Batch | None:
+        """The batch of a well-formed body, or ``None`` to take the canonical path."""
+        try:
+            envelope = self._decoder.decode(body)
+        except msgspec.MsgspecError:
+            return None
+        if envelope.id_column not in (None, self._id_column):
+            return None
+        rows = list(map(_astuple, envelope.instances))
+        n = len(rows)
+        if n == 0:
+            return None
+        k, m = self._numeric, self._categorical
+        numeric = np.array([row[:k] for row in rows], dtype=np.float32)  # null → NaN (missing)
+        categories = [row[k : k + m] for row in rows]
+        if m and any(None in row for row in categories):
+            categories = [
+                tuple(MISSING_CATEGORY if c is None else c for c in row) for row in categories
+            ]
+        categorical = np.array(categories, dtype=object).reshape(n, m)
+        ids = [row[-1] for row in rows] if self._id_column is not None else None
+        return Batch(np.arange(n, dtype=np.int64), numeric, categorical, ids)
+
+
+_astuple = msgspec.structs.astuple
 
 
 Handler = Callable[..., "Response"]
@@ -571,6 +585,7 @@ class DataPlane:
         self.online_drift = online_drift if online_drift is not None else OnlineDrift()
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
+        self._decoders: dict[InputSchema, InstanceDecoder | None] = {}
         self._handlers: dict[str, Handler] = {
             route.operation: getattr(self, f"_op_{route.operation}") for route in ROUTES
         }
@@ -654,27 +669,15 @@ class DataPlane:
 
     def _op_predict(self, request: Request, name: str) -> Response:
         predictor = self.provider.get(name)
-        envelope: PredictRequest = _decode(
-            _predict_decoder, request.body, '{"instances": [{...}, ...]}'
-        )
-        instances = envelope.instances
-        if len(instances) > self.max_instances:
-            raise PayloadTooLarge(
-                f"{len(instances):,} instances is more than the limit of "
-                f"{self.max_instances:,}; split the request",
-                extra={"max_instances": self.max_instances},
-            )
-        id_column = envelope.id_column
-        batch = fast_batch(
-            predictor.schema,
-            instances,
-            predictor.schema.id_column if id_column is None else id_column,
-        )
-        if batch is None:  # something to reject (or an unusual value): the canonical path
-            predictions = predictor.predict_instances(instances, id_column=id_column)
+        decoder = self._instance_decoder(predictor.schema)
+        batch = decoder.decode(request.body) if decoder is not None else None
+        if batch is None:  # something to reject, or an unusual value: the canonical path
+            batch = self._canonical_batch(predictor, request.body)
         else:
-            probabilities = predictor.predict_proba(batch)
-            predictions = predictor.format_predictions(batch, probabilities)
+            self._check_instances(len(batch))
+        probabilities = predictor.predict_proba(batch)
+        predictions = predictor.format_predictions(batch, probabilities)
+        if len(batch):
             self.online_drift.observe(predictor, batch.numeric, batch.categorical, probabilities)
         return Response(
             200,
@@ -683,6 +686,30 @@ class DataPlane:
                 {"predictions": predictions, "model": predictor.name, "version": predictor.version}
             ),
         )
+
+    def _instance_decoder(self, schema: InputSchema) -> InstanceDecoder | None:
+        """The schema's typed decoder, built on its first request (schemas are immutable)."""
+        try:
+            return self._decoders[schema]
+        except KeyError:
+            if len(self._decoders) >= 64:  # long-lived servers see a bounded number of versions
+                self._decoders.clear()
+            decoder = self._decoders[schema] = InstanceDecoder.for_schema(schema)
+            return decoder
+
+    def _canonical_batch(self, predictor: Predictor, body: bytes) -> Batch:
+        """Every instance checked in Python: the batch, or the 400/413/422 naming what is wrong."""
+        envelope: PredictRequest = _decode(_predict_decoder, body, '{"instances": [{...}, ...]}')
+        self._check_instances(len(envelope.instances))
+        return predictor.instances_batch(envelope.instances, id_column=envelope.id_column)
+
+    def _check_instances(self, count: int) -> None:
+        if count > self.max_instances:
+            raise PayloadTooLarge(
+                f"{count:,} instances is more than the limit of "
+                f"{self.max_instances:,}; split the request",
+                extra={"max_instances": self.max_instances},
+            )
 
     def _op_drift(self, request: Request, name: str) -> Response:
         return self._json(self.online_drift.result(self.provider.get(name)))

@@ -104,13 +104,8 @@ class Predictor:
         indices: np.ndarray = probabilities.argmax(axis=1)
         return indices
 
-    def predict_instances(
-        self, instances: Sequence[Any], *, id_column: str | None = None
-    ) -> list[dict[str, Any]]:
-        """HTTP-style prediction: every instance valid or a 422 naming the first bad field.
-
-        Each prediction is ``{"id"?: ..., "label": ..., "probabilities": {class: p}}``.
-        """
+    def instances_batch(self, instances: Sequence[Any], *, id_column: str | None = None) -> Batch:
+        """The batch of HTTP-style instances, all valid, or a 422 naming the first bad field."""
         schema = self.schema
         if id_column is not None and id_column != schema.id_column:
             schema = InputSchema(schema.numeric, schema.categorical, id_column=id_column)
@@ -123,8 +118,17 @@ class Predictor:
                 row=first.row,
                 extra={"errors": [e.to_dict() for e in errors[:100]]},
             )
-        probabilities = self.predict_proba(batch)
-        return self.format_predictions(batch, probabilities)
+        return batch
+
+    def predict_instances(
+        self, instances: Sequence[Any], *, id_column: str | None = None
+    ) -> list[dict[str, Any]]:
+        """HTTP-style prediction: every instance valid or a 422 naming the first bad field.
+
+        Each prediction is ``{"id"?: ..., "label": ..., "probabilities": {class: p}}``.
+        """
+        batch = self.instances_batch(instances, id_column=id_column)
+        return self.format_predictions(batch, self.predict_proba(batch))
 
     def format_predictions(self, batch: Batch, probabilities: np.ndarray) -> list[dict[str, Any]]:
         """Prediction objects for a scored batch (shared by HTTP, JSON files and queues)."""

@@ -21,11 +21,11 @@ from skyscore.dataplane import (
     ROUTES,
     DataPlane,
     Headers,
+    InstanceDecoder,
     RegistryModelProvider,
     Request,
     Response,
     StaticModelProvider,
-    fast_batch,
     match,
 )
 from skyscore.errors import PROBLEM_CONTENT_TYPE, IntegrityError
@@ -576,7 +576,7 @@ def test_registry_provider(tmp_path: Path) -> None:
     problem(call(plane, "GET", "/v2/models/..%2F..%2Fetc"), 404)
 
 
-# ------------------------------------------------------------------------------ fast path
+# ------------------------------------------------------------------------------ typed instances
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
 VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False, width=64),
@@ -595,11 +595,17 @@ RECORDS = st.lists(
 )
 
 
+def body_of(records: Any, **extra: Any) -> bytes:
+    return msgspec.json.encode({"instances": records, **extra})
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(RECORDS)
-def test_fast_batch_agrees_with_the_schema(records: list[dict[str, Any]]) -> None:
-    """The dataplane's shortcut builds exactly the canonical batch, or declines."""
-    fast = fast_batch(SCHEMA, records, SCHEMA.id_column)
+def test_instance_decoder_agrees_with_the_schema(records: list[dict[str, Any]]) -> None:
+    """The typed decoder builds exactly the canonical batch, or declines."""
+    decoder = InstanceDecoder.for_schema(SCHEMA)
+    assert decoder is not None
+    fast = decoder.decode(body_of(records))
     canonical, errors = SCHEMA.records_to_batch(records, first_row=0)
     if errors:
         assert fast is None
@@ -609,21 +615,38 @@ def test_fast_batch_agrees_with_the_schema(records: list[dict[str, Any]]) -> Non
     assert np.array_equal(fast.rows, canonical.rows)
     assert fast.numeric.dtype == canonical.numeric.dtype == np.float32
     assert np.array_equal(fast.numeric, canonical.numeric, equal_nan=True)
+    assert fast.categorical.shape == canonical.categorical.shape
     assert fast.categorical.tolist() == canonical.categorical.tolist()
     assert fast.ids == canonical.ids
 
 
-def test_fast_batch_takes_the_common_cases() -> None:
+def test_instance_decoder_takes_the_common_cases() -> None:
+    decoder = InstanceDecoder.for_schema(SCHEMA)
+    assert decoder is not None
     rows = [{"x1": 1, "x2": 2.5, "color": "red", "id": 7}, {"x1": None, "x2": 0.0, "color": None}]
-    batch = fast_batch(SCHEMA, rows, "id")
+    batch = decoder.decode(body_of(rows))
     assert batch is not None
     assert batch.numeric.tolist()[0] == [1.0, 2.5]
     assert math.isnan(batch.numeric[1, 0])
     assert batch.categorical.tolist() == [["red"], [""]]
     assert batch.ids == [7, None]
-    assert fast_batch(SCHEMA, [{"x1": 1, "x2": 2, "color": 3}], None) is None  # canonical path
-    strict = InputSchema(["x1"], [], strict=True)
-    assert fast_batch(strict, [{"x1": 1}], None) is None
+    assert decoder.decode(body_of(rows, id_column="id")) is not None
+    # the canonical path decides these
+    assert decoder.decode(body_of([{"x1": 1, "x2": 2, "color": 3}])) is None
+    assert decoder.decode(body_of([{"x1": 1, "color": "red"}])) is None  # missing x2
+    assert decoder.decode(body_of([{"x1": 1e39, "x2": 2, "color": "red"}])) is None
+    assert decoder.decode(body_of([{"x1": True, "x2": 2, "color": "red"}])) is None
+    assert decoder.decode(body_of(rows, id_column="other")) is None
+    assert decoder.decode(body_of([])) is None
+    assert decoder.decode(b'{"instances": [1]}') is None
+    assert decoder.decode(b"not json") is None
+    # column names need not be identifiers
+    spaced = InstanceDecoder.for_schema(InputSchema(["mean radius"], ["a-b"]))
+    assert spaced is not None
+    named = spaced.decode(body_of([{"mean radius": 3, "a-b": "x"}]))
+    assert named is not None and named.numeric.tolist() == [[3.0]] and named.ids is None
+    assert InstanceDecoder.for_schema(InputSchema(["x1"], [], strict=True)) is None
+    assert InstanceDecoder.for_schema(InputSchema(["x1"], [], id_column="x1")) is None
 
 
 def test_online_drift_window_follows_http_traffic(hgb_predictor: Predictor) -> None:
