@@ -44,7 +44,7 @@ class Batch:
     rows: np.ndarray
     numeric: np.ndarray
     categorical: np.ndarray
-    ids: list[Any] | None = None
+    ids: Sequence[Any] | None = None
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])

@@ -719,10 +719,16 @@ def test_arrow_path_takes_clean_chunks_and_declines_doubtful_ones() -> None:
     layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
     taken = layout.parse_arrow(b"1,2,x,r1\n,4,,r2\n", 2)
     assert taken is not None
-    rows, numeric, categorical, ids = taken
+    rows, numeric, categorical, ids, fits = taken
     assert rows.tolist() == [0, 1] and categorical.tolist() == [["x"], [""]]
-    assert math.isnan(numeric[1, 0]) and ids is not None and ids.tolist() == ["r1", "r2"]
+    assert math.isnan(numeric[1, 0]) and ids is not None and ids.to_pylist() == ["r1", "r2"]
+    assert numeric.dtype == np.float32 and fits.tolist() == [True, True]
+    # beyond float32, and just beyond it though it rounds to float32's largest value
+    edge = f"{FLOAT32_MAX * (1 + 2**-30)!r}".encode()
+    taken = layout.parse_arrow(b"1e39,2,x,r1\n3,-" + edge + b",y,r2\n5,6,z,r3\n", 3)
+    assert taken is not None and taken[4].tolist() == [False, False, True]
     assert layout.parse_arrow(b"1,nan,x,r1\n", 1) is None
+    assert layout.parse_arrow(b",nan,x,r1\n", 1) is None  # a missing value does not hide it
     assert layout.parse_arrow(b"1,two,x,r1\n", 1) is None
     assert layout.parse_arrow(b"1,2,x\n", 1) is None
 
@@ -803,6 +809,37 @@ def test_arrow_encoder_is_used_where_installed(monkeypatch: pytest.MonkeyPatch) 
     )
     batch.ids = ["x,1", "y"]  # needs quoting: the Python path writes it
     assert encoder._write_arrow(batch, probabilities, np.asarray([1, 0])) is None
+
+
+def test_arrow_ids_go_back_out_as_parsed_and_read_as_a_list() -> None:
+    """Ids parsed by pyarrow reach the Arrow writer as its own array; to anyone else (HTTP,
+    JSON, Parquet, ``Batch.take``) they are a plain list."""
+    import pyarrow as pa
+
+    from skyscore.formats.csv import ArrowTexts
+
+    texts = ArrowTexts(pa.array(["x", "y", "z"]))
+    assert (
+        len(texts) == 3 and texts[1] == "y" and texts[-1] == "z" and list(texts) == ["x", "y", "z"]
+    )
+    assert texts == ["x", "y", "z"] and texts == ["x", "y", "z"] and texts != ["x"]
+    batch = Batch(np.arange(1, 4), np.zeros((3, 0)), np.zeros((3, 0), object), texts)
+    assert batch.take(np.array([True, False, True])).ids == ["x", "z"]
+    probabilities = np.asarray([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]], dtype=np.float32)
+    labels = np.asarray([1, 0, 0])
+    encoder = CsvEncoder(io.BytesIO(), id_column="id", classes=["a", "b"], class_names=["a", "b"])
+    expected = b"1,x,b,0.25,0.75\n2,y,a,1,0\n3,z,a,0.5,0.5\n"
+    assert encoder._write_arrow(batch, probabilities, labels) == expected
+    listed = Batch(batch.rows, batch.numeric, batch.categorical, ["x", "y", "z"])
+    assert encoder._write_arrow(listed, probabilities, labels) == expected
+    schema = InputSchema(["a"], [], id_column="id")
+    (parsed, errors), *_ = CsvFormat().decode(io.BytesIO(b"a,id\n1,p\n2,q\n"), schema)
+    assert isinstance(parsed.ids, ArrowTexts) and parsed.ids == ["p", "q"] and not errors
+    # split over threads, a short chunk has empty Arrow chunks; the writer must not see them
+    assert isinstance(parsed.ids.array, pa.Array)
+    assert encoder._write_arrow(parsed, probabilities[:2], labels[:2]) == (
+        b"1,p,b,0.25,0.75\n2,q,a,1,0\n"
+    )
 
 
 def test_arrow_parse_splits_a_chunk_over_threads(monkeypatch: pytest.MonkeyPatch) -> None:
