@@ -555,9 +555,21 @@ class InstanceDecoder:
             categories = [
                 tuple(MISSING_CATEGORY if c is None else c for c in row) for row in categories
             ]
-        categorical = np.array(categories, dtype=object).reshape(n, m)
+        categorical = np.array(categories, dtype=object)  # (n, m), also for m = 0
         ids = [row[-1] for row in rows] if self._id_column is not None else None
-        return Batch(np.arange(n, dtype=np.int64), numeric, categorical, ids)
+        return Batch(_positions(n), numeric, categorical, ids)
+
+
+_POSITIONS = [np.arange(n, dtype=np.int64) for n in range(65)]
+for _array in _POSITIONS:
+    _array.flags.writeable = False
+
+
+def _positions(n: int) -> np.ndarray:
+    """``arange(n)``, shared and read-only for small ``n``: after an ONNX run the CPU caches are
+    cold and every numpy call on the request path costs microseconds, so the hot path makes
+    as few as it can (here, none for a single row)."""
+    return _POSITIONS[n] if n < len(_POSITIONS) else np.arange(n, dtype=np.int64)
 
 
 _astuple = msgspec.structs.astuple

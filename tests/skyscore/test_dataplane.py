@@ -31,7 +31,7 @@ from skyscore.dataplane import (
 from skyscore.errors import PROBLEM_CONTENT_TYPE, IntegrityError
 from skyscore.predictor import Predictor
 from skyscore.registry import ModelRegistry
-from skyscore.schema import FLOAT32_MAX, InputSchema
+from skyscore.schema import FLOAT32_MAX, Batch, InputSchema
 
 JSON = {"content-type": "application/json"}
 
@@ -684,3 +684,17 @@ def test_online_drift_window_follows_http_traffic(hgb_predictor: Predictor) -> N
     send(2.0, 300, 2)
     shifted = drift()
     assert shifted["rows"] == 600 and shifted["status"] == "drift"
+
+
+def test_predictions_take_the_first_of_tied_classes_like_argmax() -> None:
+    card, data = tiny_model(0.3, name="tiny")
+    predictor = Predictor(card, data)
+    probabilities = np.asarray([[0.5, 0.5], [0.25, 0.75], [0.75, 0.25]], dtype=np.float32)
+    batch = Batch(np.arange(3), np.zeros((3, 2), np.float32), np.zeros((3, 1), object), None)
+    labels = [p["label"] for p in predictor.format_predictions(batch, probabilities)]
+    expected = [predictor.classes[i] for i in predictor.label_indices(probabilities).tolist()]
+    assert labels == expected == [predictor.classes[0], predictor.classes[1], predictor.classes[0]]
+    with_ids = Batch(batch.rows, batch.numeric, batch.categorical, ["a", None, 3])
+    assert [list(p) for p in predictor.format_predictions(with_ids, probabilities)] == [
+        ["id", "label", "probabilities"]
+    ] * 3
