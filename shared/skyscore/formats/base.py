@@ -137,37 +137,6 @@ class Encoder(abc.ABC):
 
 
 # ------------------------------------------------------------------------------ line reading
-def iter_line_blocks(
-    source: Readable, *, block_size: int = BLOCK_SIZE, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[bytes]:
-    """Blocks of whole lines (no trailing newline), read ``block_size`` bytes at a time.
-
-    Each block is split at its last newline and the remainder carried into the next one, so a
-    line is never cut and memory stays at about one block (plus one line) whatever the file.
-    """
-    tail = b""
-    offset = 0  # file offset of ``tail``, for the error message only
-    while True:
-        block = source.read(block_size)
-        if not block:
-            break
-        cut = block.rfind(b"\n")
-        if cut < 0:
-            tail += block
-            if len(tail) > max_line_bytes:
-                raise InvalidInput(
-                    f"the line starting at byte {offset:,} is longer than {max_line_bytes:,} "
-                    "bytes; is this a table?"
-                )
-            continue
-        whole = tail + block[:cut] if tail else block[:cut]
-        offset += len(whole) + 1
-        yield whole
-        tail = block[cut + 1 :]
-    if tail:
-        yield tail
-
-
 def iter_line_chunks(
     source: Readable,
     max_lines: int,
@@ -201,33 +170,64 @@ def iter_counted_line_chunks(
 ) -> Iterator[tuple[bytes, int]]:
     """``(chunk, lines)`` pairs as :func:`iter_line_chunks` cuts them, with each line count.
 
-    Newlines are found once per block by numpy (which lets other threads run meanwhile),
-    never split into Python objects here: the caller decides how to parse the lines.
+    Newlines are found once per read by numpy (which lets other threads run meanwhile), never
+    split into Python objects here: the caller decides how to parse the lines. Each byte is
+    copied once after the read, into the chunk that holds it (pieces are views until then),
+    and memory stays at about one block plus one chunk whatever the file.
     """
     if max_lines < 1:
         raise ValueError("chunk_rows must be at least 1")
-    pieces: list[bytes] = []
+    pieces: list[bytes | memoryview] = []  # the lines of the chunk being filled
     have = 0  # lines in ``pieces``
     room = max_lines + extra_first  # lines the current chunk may hold
-    for block in iter_line_blocks(source, block_size=block_size, max_line_bytes=max_line_bytes):
-        newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-        lines = len(newlines) + 1
-        start = 0
-        used = 0  # newlines of ``block`` before ``start``
-        while have + lines > room:  # cut this block
+    carry = b""  # the start of a line that the previous read cut off
+    carry_at = 0  # its file offset, for the error message
+    position = 0  # file offset of the next read
+    while True:
+        data = source.read(block_size)
+        if not data:
+            break
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if not len(ends):
+            if not carry:
+                carry_at = position
+            carry += data
+            position += len(data)
+            if len(carry) > max_line_bytes:
+                raise InvalidInput(
+                    f"the line starting at byte {carry_at:,} is longer than {max_line_bytes:,} "
+                    "bytes; is this a table?"
+                )
+            continue
+        view = memoryview(data)
+        start = 0  # where the next line starts in ``data``
+        used = 0  # newlines of ``data`` before ``start``
+        total = len(ends)  # lines that end in ``data``
+        while total - used >= room - have:  # enough to fill the chunk
             need = room - have
-            cut = int(newlines[used + need - 1])
-            pieces.append(block[start:cut])
-            yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), room
+            cut = int(ends[used + need - 1])
+            pieces.append(carry + view[start:cut] if carry else view[start:cut])
+            carry = b""
+            yield _joined(pieces), room
             pieces, have, room = [], 0, max_lines
-            start, used, lines = cut + 1, used + need, lines - need
-        pieces.append(block[start:] if start else block)
-        have += lines
-        if have == room:
-            yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), have
-            pieces, have, room = [], 0, max_lines
+            start, used = cut + 1, used + need
+        if used < total:
+            last = int(ends[-1])
+            pieces.append(carry + view[start:last] if carry else view[start:last])
+            carry = b""
+            have += total - used
+            start = last + 1
+        carry, carry_at = bytes(view[start:]), position + start
+        position += len(data)
+    if carry:
+        pieces.append(carry)
+        have += 1
     if pieces:
-        yield (b"\n".join(pieces) if len(pieces) > 1 else pieces[0]), have
+        yield _joined(pieces), have
+
+
+def _joined(pieces: list[bytes | memoryview]) -> bytes:
+    return b"\n".join(pieces) if len(pieces) > 1 else bytes(pieces[0])
 
 
 # ----------------------------------------------------------------------------- values
