@@ -384,37 +384,48 @@ def raw_ort_seconds(model: Model, home: LocalHome, source: Path, chunk: int = 65
     return best
 
 
-def bench_files(home: LocalHome, models: list[Model], work: Path, rows: int) -> None:
+def bench_files(
+    home: LocalHome, models: list[Model], work: Path, rows: int, repeats: int = 3
+) -> None:
+    """Each side ``repeats`` times, alternating, and the median of each: a shared VM's speed
+    drifts by ±15 % over a minute, so one run of each compared two different machines."""
     python = sys.executable
     results = []
     for model in models:
         source = scoring_file(model, rows, work / f"{model.name}-{rows}.csv")
         ours_out = work / f"{model.name}-{rows}.ours.csv"
         naive_out = work / f"{model.name}-{rows}.naive.csv"
-        line = subprocess.run(
-            [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        ours, scored = float(line[0]), int(line[1])
-        naive = float(
-            subprocess.run(
-                [
-                    python,
-                    "-c",
-                    NAIVE_CHILD,
-                    str(work / f"{model.name}.joblib"),
-                    str(source),
-                    str(naive_out),
-                    json.dumps(model.columns),
-                    model.id_column or "",
-                ],
+        ours_runs, naive_runs = [], []
+        scored = 0
+        for _ in range(repeats):
+            line = subprocess.run(
+                [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)],
                 check=True,
                 capture_output=True,
                 text=True,
-            ).stdout.split()[0]
-        )
+            ).stdout.split()
+            ours_runs.append(float(line[0]))
+            scored = int(line[1])
+            naive_runs.append(
+                float(
+                    subprocess.run(
+                        [
+                            python,
+                            "-c",
+                            NAIVE_CHILD,
+                            str(work / f"{model.name}.joblib"),
+                            str(source),
+                            str(naive_out),
+                            json.dumps(model.columns),
+                            model.id_column or "",
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout.split()[0]
+                )
+            )
+        ours, naive = statistics.median(ours_runs), statistics.median(naive_runs)
         raw = raw_ort_seconds(model, home, source)
         results.append(
             [
@@ -430,7 +441,8 @@ def bench_files(home: LocalHome, models: list[Model], work: Path, rows: int) -> 
         for path in (ours_out, naive_out):
             path.unlink(missing_ok=True)
     table(
-        f"CSV → CSV scoring of {rows:,} rows, rows/s, warm process (targets: vs naive "
+        f"CSV → CSV scoring of {rows:,} rows, rows/s, warm process, median of {repeats} "
+        f"alternating runs (targets: vs naive "
         f"{TARGETS['csv vs naive']}, of raw ORT {TARGETS['csv vs raw ORT']})",
         [
             "model",
@@ -516,6 +528,9 @@ def main() -> int:
     parser.add_argument("--memory-rows", type=int, nargs=2, default=(100_000, 2_000_000))
     parser.add_argument("--calls", type=int, default=5_000, help="single-row calls per model")
     parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument(
+        "--file-runs", type=int, default=3, help="alternating runs of each CSV scorer (median)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep bench/out for a re-run")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -532,7 +547,7 @@ def main() -> int:
     print(f"setup (train + register 2 models) {time.perf_counter() - started:.1f}s")
     bench_cold_start(home, models, work, args.cold_runs)
     bench_handler(home, models, work, args.calls)
-    bench_files(home, models, work, args.rows)
+    bench_files(home, models, work, args.rows, args.file_runs)
     bench_memory(home, models, work, *args.memory_rows)
     bench_sizes()
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
