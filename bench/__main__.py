@@ -262,12 +262,22 @@ def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[
     path = f"/v1/models/{model.name}/predict"
     batches = [predictor.schema.records_to_batch([r])[0] for r in records]
     n = len(records)
+    card = predictor.card
+    session = predictor._session  # the same session the handler runs, through its public API
+    outputs = [card.onnx.probabilities_output]
+    feeds = [
+        {
+            **({card.onnx.numeric_input: b.numeric} if card.onnx.numeric_input else {}),
+            **({card.onnx.categorical_input: b.categorical} if card.onnx.categorical_input else {}),
+        }
+        for b in batches
+    ]
 
     def ours(i: int) -> object:
         return plane.handle(Request("POST", path, headers, bodies[i]))
 
     def raw(i: int) -> object:
-        return predictor.predict_arrays(batches[i].numeric, batches[i].categorical)
+        return session.run(outputs, feeds[i])
 
     sk_model = joblib.load(work / f"{model.name}.joblib")
 

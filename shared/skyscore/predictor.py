@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +57,23 @@ def _session(sha256: str, onnx_bytes: bytes) -> onnxruntime.InferenceSession:
     return session
 
 
+def _direct_run(session: onnxruntime.InferenceSession) -> Callable[..., list[Any]]:
+    """``session.run`` minus its Python wrapper, which checks the feed's names on every call:
+    ~6 µs measured here, a fifth of a single-row request's own time. Our feeds come from the
+    model card, so the check never fails. Falls back to the public method where a version's
+    wrapper holds its C++ session elsewhere (``test_inference_imports`` covers both)."""
+    run = getattr(getattr(session, "_sess", None), "run", None)
+    if not callable(run):
+        public: Callable[..., list[Any]] = session.run
+        return public
+
+    def direct(outputs: list[str], feeds: dict[str, np.ndarray]) -> list[Any]:
+        result: list[Any] = run(outputs, feeds, None)
+        return result
+
+    return direct
+
+
 class Predictor:
     """Scores batches for one model version, validating input against its card."""
 
@@ -68,6 +85,7 @@ class Predictor:
         self.classes = list(card.classes)
         self.class_names = card.class_names
         self._session = _session(card.onnx.sha256, onnx_bytes)
+        self._run = _direct_run(self._session)
         self._numeric_input = card.onnx.numeric_input
         self._categorical_input = card.onnx.categorical_input
         self._outputs = [card.onnx.probabilities_output]
@@ -96,7 +114,7 @@ class Predictor:
             feeds[self._numeric_input] = numeric
         if self._categorical_input:
             feeds[self._categorical_input] = categorical
-        probabilities: np.ndarray = self._session.run(self._outputs, feeds)[0]
+        probabilities: np.ndarray = self._run(self._outputs, feeds)[0]
         return probabilities
 
     def label_indices(self, probabilities: np.ndarray) -> np.ndarray:
