@@ -489,7 +489,6 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, expected: str) -> A
 
 
 _FLOAT32 = Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)] | None
-_ID = Any
 
 
 class InstanceDecoder:
@@ -514,7 +513,7 @@ class InstanceDecoder:
         ]
         if schema.id_column is not None:
             columns.append(schema.id_column)
-            fields.append((f"f{len(fields)}", _ID, None))
+            fields.append((f"f{len(fields)}", Any, None))
         # JSON names are the column names, whatever characters they hold
         rename = {f"f{i}": column for i, column in enumerate(columns)}
         row = msgspec.defstruct("Instance", fields, kw_only=True, rename=rename, gc=False)
