@@ -504,15 +504,16 @@ class ModelRegistry:
         re-reading fails on a storage error it keeps serving the version it has. A version
         reference is immutable and cached for the life of the registry object.
         """
+        key = (name, ref)
+        now = self._clock()
+        # The hot path (every HTTP request): a fresh entry exists only for a name and alias
+        # that passed the checks below, and reading one dict entry needs no lock.
+        entry = self._aliases.get(key)
+        if entry is not None and now - entry.checked_at < self.refresh_seconds:
+            return entry.predictor
         _check_name(name)
         if is_version(ref):
             return self._version_predictor(name, ref)
-        key = (name, ref)
-        now = self._clock()
-        with self._lock:
-            entry = self._aliases.get(key)
-            if entry is not None and now - entry.checked_at < self.refresh_seconds:
-                return entry.predictor
         try:
             version = self.resolve(name, ref)
             predictor = self._version_predictor(name, version)
