@@ -342,10 +342,14 @@ OURS_CHILD = """
 import sys, time, resource
 from pathlib import Path
 from skyscore.home import LocalHome
+from skyscore.monitoring import score_file
 from skyscore.scoring import score_path
 predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
 t0 = time.perf_counter()
-report = score_path(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
+if sys.argv[5:] == ["drift"]:  # what `skyscore score` runs: scoring plus drift monitoring
+    report, _ = score_file(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
+else:
+    report = score_path(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
 elapsed = time.perf_counter() - t0
 # VmHWM: this process's own peak RSS in KiB. ru_maxrss would do on macOS, but on Linux it keeps
 # the parent's peak across fork + exec, so it reported the bench process's memory, not ours.
@@ -405,17 +409,19 @@ def bench_files(
         source = scoring_file(model, rows, work / f"{model.name}-{rows}.csv")
         ours_out = work / f"{model.name}-{rows}.ours.csv"
         naive_out = work / f"{model.name}-{rows}.naive.csv"
-        ours_runs, naive_runs = [], []
+        ours_runs, drift_runs, naive_runs = [], [], []
         scored = 0
         for _ in range(repeats):
-            line = subprocess.run(
-                [python, "-c", OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.split()
-            ours_runs.append(float(line[0]))
-            scored = int(line[1])
+            for runs, extra in ((ours_runs, []), (drift_runs, ["drift"])):
+                child = [OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)]
+                line = subprocess.run(
+                    [python, "-c", *child, *extra],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                runs.append(float(line[0]))
+                scored = int(line[1])
             naive_runs.append(
                 float(
                     subprocess.run(
@@ -436,12 +442,14 @@ def bench_files(
                 )
             )
         ours, naive = statistics.median(ours_runs), statistics.median(naive_runs)
+        drift = statistics.median(drift_runs)
         raw = raw_ort_seconds(model, home, source)
         results.append(
             [
                 model.label,
                 f"{scored:,}",
                 f"{rows / ours / 1e3:,.0f}k",
+                f"{rows / drift / 1e3:,.0f}k",
                 f"{rows / naive / 1e3:,.0f}k",
                 f"{rows / raw / 1e3:,.0f}k",
                 f"**{naive / ours:.1f}x**",
@@ -458,6 +466,7 @@ def bench_files(
             "model",
             "rows scored",
             "skyscore score_path",
+            "+ drift monitoring (`skyscore score`)",
             "naive pandas + sklearn + to_csv",
             "raw ORT on ready arrays",
             "vs naive",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +50,36 @@ def level(value: float) -> str:
     return "ok"
 
 
+SLICE_ROWS = 16_384  # rows binned at once: bounds the (features, edges, rows) comparison
+
+
+def _float32_up(values: np.ndarray) -> np.ndarray:
+    """The smallest float32 >= each float64: for a float32 ``x``, ``edge <= x`` exactly when
+    ``_float32_up(edge) <= x``, so bins can be found without widening the values."""
+    with np.errstate(over="ignore"):
+        narrow = values.astype(np.float32)
+    below = narrow.astype(np.float64) < values
+    narrow[below] = np.nextafter(narrow[below], np.float32(np.inf))
+    return narrow
+
+
+def _float32_down(values: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each float64 (``x <= bound`` exactly when ``x <= down(bound)``)."""
+    return -_float32_up(-values)
+
+
 class _NumericBlock:
-    """Every numeric feature's counts in a few arrays, so a batch is counted in a few numpy
-    calls whatever the number of features (one ``searchsorted`` per feature cost ~1 ms per
-    online drift flush, paid by one request in 64)."""
+    """Every numeric feature's counts in a few arrays, counted in a few numpy calls whatever
+    the number of features or rows.
+
+    A bin's count is how many values reach its lower edge minus how many reach its upper one,
+    so one broadcast comparison against all edges and one count per edge find every bin: no
+    per-value bin index. Measured here on a 16k-row chunk of 30 features: 2.4 ms, against
+    40 ms for summing each value's comparisons into a bin index and 13 ms for a
+    ``searchsorted`` per feature. Float32 values (what the decoders produce) are compared with
+    float32 copies of the bounds, rounded so that every comparison decides as in float64:
+    no float64 copy of the chunk is made.
+    """
 
     def __init__(self, columns: list[int], baselines: list[NumericBaseline]) -> None:
         self.columns = np.asarray(columns, dtype=np.intp)
@@ -70,6 +96,8 @@ class _NumericBlock:
             self.edges[j, : len(base.edges)] = base.edges
         self.low = np.asarray([b.min for b in baselines], dtype=np.float64)
         self.high = np.asarray([b.max for b in baselines], dtype=np.float64)
+        self.edges32 = _float32_up(self.edges)
+        self.low32, self.high32 = _float32_up(self.low), _float32_down(self.high)
         self.offsets = np.arange(k, dtype=np.intp) * width
         self.counts = np.zeros((k, width), dtype=np.int64)
         self.missing = np.zeros(k, dtype=np.int64)
@@ -79,14 +107,27 @@ class _NumericBlock:
     def add(self, numeric: np.ndarray) -> None:
         if not len(self.baselines) or not len(numeric):
             return
-        values = numeric[:, self.columns].astype(np.float64)
-        missing = np.isnan(values)
-        self.total += len(values)
-        self.missing += missing.sum(axis=0)
-        bins = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
-        flat = (bins + self.offsets)[~missing]
-        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
-        self.out_of_range += ((values < self.low) | (values > self.high)).sum(axis=0)
+        if numeric.dtype == np.float32:
+            edges, low, high = self.edges32, self.low32, self.high32
+        else:
+            numeric = np.asarray(numeric, dtype=np.float64)
+            edges, low, high = self.edges, self.low, self.high
+        for start in range(0, len(numeric), SLICE_ROWS):
+            # one contiguous row per feature: the reductions below run along rows
+            values = np.take(numeric[start : start + SLICE_ROWS].T, self.columns, axis=0)
+            n = values.shape[1]
+            missing = np.count_nonzero(np.isnan(values), axis=1)
+            self.total += n
+            self.missing += missing
+            outside = (values < low[:, None]) | (values > high[:, None])  # NaN is neither
+            self.out_of_range += np.count_nonzero(outside, axis=1)
+            # how many values reach each edge (NaN none); a bin holds those reaching its lower
+            # edge but not its upper one
+            reached = np.count_nonzero(values[:, None, :] >= edges[:, :, None], axis=2)
+            cumulative = np.concatenate(
+                [(n - missing)[:, None], reached, np.zeros((len(reached), 1), np.int64)], axis=1
+            )
+            self.counts += cumulative[:, :-1] - cumulative[:, 1:]
 
     def empty_like(self) -> _NumericBlock:
         """Zero counts over the same (shared, read-only) bins."""
@@ -161,9 +202,10 @@ class _CategoricalCounts:
 
     def add(self, values: np.ndarray) -> None:
         self.total += values.size
-        names, counts = np.unique(values.astype(str), return_counts=True)
         unseen = len(self.index)
-        for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+        # a hash count, not a sort: decoded categories are a few str objects repeated
+        for value, count in Counter(values.ravel().tolist()).items():
+            name = value if isinstance(value, str) else str(value)
             if name == MISSING_CATEGORY:
                 self.missing += count
             else:

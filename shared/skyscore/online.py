@@ -2,7 +2,9 @@
 
 Observing a request is an append to a buffer (the hot path stays a few hundred nanoseconds
 longer); every ``flush_every`` requests the buffer is counted into a :class:`RollingDrift` as one
-batch, so the counting cost is paid once per many requests, off the median path.
+batch, so the counting cost is paid once per many requests, off the median path. One request in
+256 pays it (~0.4 ms measured here), which keeps it out of the 99th percentile as well: at one
+in 64 it was 1.6 % of requests, and p99 went from ~0.1 to ~1 ms.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _Item = tuple[np.ndarray, np.ndarray, np.ndarray]
 class OnlineDrift:
     """Per ``(model, version)``: the last ``window`` flushes of ``flush_every`` requests each."""
 
-    def __init__(self, *, flush_every: int = 64, window: int = 50) -> None:
+    def __init__(self, *, flush_every: int = 256, window: int = 25) -> None:
         self.flush_every = flush_every
         self.window = window
         self._lock = threading.Lock()

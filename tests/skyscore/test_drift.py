@@ -6,8 +6,20 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from skyscore.drift import PSI_EPSILON, DriftAccumulator, RollingDrift, level, psi, summary
+from skyscore.drift import (
+    PSI_EPSILON,
+    SLICE_ROWS,
+    DriftAccumulator,
+    RollingDrift,
+    _float32_down,
+    _float32_up,
+    level,
+    psi,
+    summary,
+)
 from skyscore.predictor import Predictor
 from skyscore.schema import Batch
 
@@ -117,18 +129,32 @@ def test_rolling_window_forgets_old_batches(hgb_predictor: Predictor) -> None:
     assert result["rows"] == 1500 and result["max_psi"] < 0.1
 
 
-def test_vectorised_counts_match_searchsorted_per_feature(hgb_predictor: Predictor) -> None:
-    """All numeric features are counted at once; each must equal its own searchsorted, with
-    values exactly on bin edges, beyond the training range, and missing."""
+@pytest.mark.parametrize(
+    ("n", "dtype"),
+    [(7, np.float32), (500, np.float32), (SLICE_ROWS + 999, np.float32), (500, np.float64)],
+)
+def test_vectorised_counts_match_searchsorted_per_feature(
+    hgb_predictor: Predictor, n: int, dtype: type
+) -> None:
+    """All numeric features are counted at once; each must equal its own float64
+    searchsorted, with values on bin edges, one float32 step either side of them, beyond the
+    training range, and missing, in one slice and in several."""
     card = hgb_predictor.card
     rng = np.random.default_rng(8)
     numeric_features = [f for f in card.features if f.kind == "numeric"]
-    n = 500
     values = rng.normal(0, 3, (n, len(numeric_features))).astype(np.float32)
     for j, feature in enumerate(numeric_features):
         edges = np.asarray(feature.baseline.edges, dtype=np.float32)  # type: ignore[union-attr]
-        values[: len(edges), j] = edges  # exactly on the edges
+        near = np.concatenate(
+            [
+                edges,
+                np.nextafter(edges, np.float32(-np.inf)),
+                np.nextafter(edges, np.float32(np.inf)),
+            ]
+        )
+        values[: min(len(near), n), j] = near[:n]  # on the edges, and just either side
     values[rng.random(values.shape) < 0.1] = np.nan
+    values = values.astype(dtype)
     batch = Batch(
         np.arange(1, n + 1),
         values,
@@ -146,3 +172,42 @@ def test_vectorised_counts_match_searchsorted_per_feature(hgb_predictor: Predict
         assert counts.missing == int(np.isnan(column).sum()), name
         outside = int(((present < base.min) | (present > base.max)).sum())
         assert (counts.out_of_range, counts.total) == (outside, n), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bound=st.floats(allow_nan=False, width=64),
+    value=st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
+def test_float32_bounds_decide_as_float64(bound: float, value: float) -> None:
+    """The float32 copies of bin edges and range bounds never change a comparison."""
+    x = np.float32(value)
+    up, down = _float32_up(np.array([bound]))[0], _float32_down(np.array([bound]))[0]
+    assert (bound <= float(x)) == bool(up <= x)
+    assert (float(x) <= bound) == bool(x <= down)
+
+
+def test_float32_bounds_of_extremes() -> None:
+    huge = np.array([1e39, -1e39, np.inf, -np.inf, 0.1])
+    assert _float32_up(huge).tolist()[:4] == [
+        np.inf,
+        -float(np.finfo(np.float32).max),
+        np.inf,
+        -np.inf,
+    ]
+    assert _float32_down(huge).tolist()[:4] == [
+        float(np.finfo(np.float32).max),
+        -np.inf,
+        np.inf,
+        -np.inf,
+    ]
+    assert float(_float32_up(huge)[4]) >= 0.1 > float(_float32_down(huge)[4])
+
+
+def test_categorical_counts_take_non_text_values_as_their_text(hgb_predictor: Predictor) -> None:
+    accumulator = DriftAccumulator(hgb_predictor.card)
+    _, name, counts = accumulator.categorical[0]
+    known = next(iter(counts.index))
+    counts.add(np.array([known, known, "", 7, None], dtype=object))
+    assert (counts.total, counts.missing, int(counts.counts[-1])) == (5, 1, 2)
+    assert int(counts.counts[counts.index[known]]) == 2, name
