@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from skyscore.errors import InvalidInput
+
 if TYPE_CHECKING:
     from skyscore.card import ModelCard
 
@@ -106,6 +108,25 @@ class InputSchema:
         """Model columns absent from ``names``."""
         present = set(names)
         return [n for n in self.columns if n not in present]
+
+    def check_columns(self, names: Sequence[str], where: str) -> None:
+        """Raise ``InvalidInput`` for a table whose columns (``where``: "the CSV header") lack
+        a model column, or, when strict, hold one the model does not know."""
+        missing = self.missing_columns(names)
+        if missing:
+            raise InvalidInput(
+                f"{where} has no column {missing[0]!r}"
+                + (f" (missing: {', '.join(missing)})" if len(missing) > 1 else ""),
+                field=missing[0],
+                extra={"missing_columns": missing},
+            )
+        unknown = self.unknown_columns(names) if self.strict else []
+        if unknown:
+            raise InvalidInput(
+                f"{where} has column {unknown[0]!r}, which the model does not know (strict mode)",
+                field=unknown[0],
+                extra={"unknown_columns": unknown},
+            )
 
     def check_record(self, record: Any) -> RowError | None:
         """Why one record cannot be scored, or ``None``; row number is filled by the caller."""

@@ -474,23 +474,7 @@ class CsvLayout:
             if name in positions and name in schema.known:
                 raise InvalidInput(f"column {name!r} appears twice in the CSV header", field=name)
             positions.setdefault(name, index)
-        missing = schema.missing_columns(header)
-        if missing:
-            raise InvalidInput(
-                f"the CSV header has no column {missing[0]!r}"
-                + (f" (missing: {', '.join(missing)})" if len(missing) > 1 else ""),
-                field=missing[0],
-                extra={"missing_columns": missing},
-            )
-        if schema.strict:
-            unknown = schema.unknown_columns(header)
-            if unknown:
-                raise InvalidInput(
-                    f"the CSV header has column {unknown[0]!r}, which the model does not know "
-                    "(strict mode)",
-                    field=unknown[0],
-                    extra={"unknown_columns": unknown},
-                )
+        schema.check_columns(header, "the CSV header")
         self.schema = schema
         self.n_fields = len(header)
         self.numeric_idx = [positions[name] for name in schema.numeric]

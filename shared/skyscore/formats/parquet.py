@@ -133,22 +133,7 @@ class ParquetFormat(FileFormat):
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput(f"the Parquet file cannot be read: {exc}") from exc
         names = list(arrow_schema.names)
-        missing = schema.missing_columns(names)
-        if missing:
-            raise InvalidInput(
-                f"the Parquet file has no column {missing[0]!r}",
-                field=missing[0],
-                extra={"missing_columns": missing},
-            )
-        if schema.strict:
-            unknown = schema.unknown_columns(names)
-            if unknown:
-                raise InvalidInput(
-                    f"the Parquet file has column {unknown[0]!r}, which the model does not "
-                    "know (strict mode)",
-                    field=unknown[0],
-                    extra={"unknown_columns": unknown},
-                )
+        schema.check_columns(names, "the Parquet file")
         kinds = {name: _kind(pa, arrow_schema.field(name).type) for name in schema.columns}
         for name in schema.numeric:
             if kinds[name] not in ("integer", "float", "null"):
