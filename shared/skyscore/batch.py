@@ -33,7 +33,7 @@ import itertools
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
@@ -249,26 +249,11 @@ def _lines(source: BinaryIO) -> Iterator[bytes]:
         yield tail
 
 
-def renumber_csv(source: BinaryIO, sink: BinaryIO, offset: int, *, keep_header: bool) -> None:
-    """Copy a CSV prediction file adding ``offset`` to ``row`` (the first field of each record);
-    a record continues across lines while a quoted field is open (odd count of ``"``)."""
-    first = True
-    inside = False
+def _write_lines(sink: BinaryIO, records: Iterable[bytes]) -> None:
+    """Write each record as a line, about ``_COPY`` bytes per write."""
     out: list[bytes] = []
     size = 0
-    for line in _lines(source):
-        if first:
-            first = False
-            inside = line.count(b'"') % 2 == 1
-            if keep_header:
-                out.append(line)
-            continue
-        record = line
-        if not inside:
-            number, comma, rest = line.partition(b",")
-            record = b"%d%s%s" % (int(number) + offset, comma, rest)
-        if b'"' in line and line.count(b'"') % 2 == 1:
-            inside = not inside
+    for record in records:
         out.append(record)
         size += len(record)
         if size >= _COPY:
@@ -276,6 +261,30 @@ def renumber_csv(source: BinaryIO, sink: BinaryIO, offset: int, *, keep_header: 
             out, size = [], 0
     if out:
         sink.write(b"\n".join(out) + b"\n")
+
+
+def renumber_csv(source: BinaryIO, sink: BinaryIO, offset: int, *, keep_header: bool) -> None:
+    """Copy a CSV prediction file adding ``offset`` to ``row`` (the first field of each record);
+    a record continues across lines while a quoted field is open (odd count of ``"``)."""
+
+    def records() -> Iterator[bytes]:
+        lines = _lines(source)
+        header = next(lines, None)
+        if header is None:
+            return
+        inside = header.count(b'"') % 2 == 1
+        if keep_header:
+            yield header
+        for line in lines:
+            record = line
+            if not inside:
+                number, comma, rest = line.partition(b",")
+                record = b"%d%s%s" % (int(number) + offset, comma, rest)
+            if b'"' in line and line.count(b'"') % 2 == 1:
+                inside = not inside
+            yield record
+
+    _write_lines(sink, records())
 
 
 _ROW_PREFIX = b'{"row":'
@@ -283,27 +292,22 @@ _ROW_PREFIX = b'{"row":'
 
 def renumber_jsonl(source: BinaryIO, sink: BinaryIO, offset: int) -> None:
     """Copy JSON Lines predictions (or errors) adding ``offset`` to each object's ``row``."""
-    out: list[bytes] = []
-    size = 0
-    for line in _lines(source):
-        if not line:
-            continue
-        if line.startswith(_ROW_PREFIX):
-            digits, sep, rest = line[len(_ROW_PREFIX) :].partition(b",")
-            if not sep:
-                digits, sep, rest = digits.partition(b"}")
-            record = b"%s%d%s%s" % (_ROW_PREFIX, int(digits) + offset, sep, rest)
-        else:
-            document = msgspec.json.decode(line)
-            document["row"] = int(document["row"]) + offset
-            record = msgspec.json.encode(document)
-        out.append(record)
-        size += len(record)
-        if size >= _COPY:
-            sink.write(b"\n".join(out) + b"\n")
-            out, size = [], 0
-    if out:
-        sink.write(b"\n".join(out) + b"\n")
+
+    def records() -> Iterator[bytes]:
+        for line in _lines(source):
+            if not line:
+                continue
+            if line.startswith(_ROW_PREFIX):
+                digits, sep, rest = line[len(_ROW_PREFIX) :].partition(b",")
+                if not sep:
+                    digits, sep, rest = digits.partition(b"}")
+                yield b"%s%d%s%s" % (_ROW_PREFIX, int(digits) + offset, sep, rest)
+            else:
+                document = msgspec.json.decode(line)
+                document["row"] = int(document["row"]) + offset
+                yield msgspec.json.encode(document)
+
+    _write_lines(sink, records())
 
 
 # ------------------------------------------------------------------------------ the scorer

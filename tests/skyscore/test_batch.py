@@ -213,6 +213,19 @@ def test_renumbering() -> None:
     assert [json.loads(line)["row"] for line in out.getvalue().splitlines()] == [6, 7, 8]
 
 
+def test_renumbering_streams_large_parts_and_empty_ones() -> None:
+    out = io.BytesIO()
+    renumber_csv(io.BytesIO(b""), out, 3, keep_header=True)
+    assert out.getvalue() == b""
+    rows = 200_000  # ~2.5 MB: several reads and writes
+    body = b"".join(b"%d,p%07d,x\n" % (i, i) for i in range(1, rows + 1))
+    renumber_csv(io.BytesIO(b"row,id,label\n" + body), out, rows, keep_header=False)
+    lines = out.getvalue().splitlines()
+    assert (
+        len(lines) == rows and lines[0] == b"200001,p0000001,x" and lines[-1].startswith(b"400000,")
+    )
+
+
 def test_claims(store: LocalBlobStore) -> None:
     now = [1000.0]
     first = claims.acquire(store, "c.json", "a", lease_seconds=60, clock=lambda: now[0])
