@@ -1183,6 +1183,32 @@ def round_significant(values: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(values))
 
 
+def significant_texts(values: np.ndarray) -> list[str]:
+    """:func:`significant_text` of every value (flattened), in bulk: ~10x faster.
+
+    msgspec writes the shortest text of each :func:`round_significant` value in C, which is
+    Arrow's text except for whole numbers (``1.0``: the ``.0`` is cut), 1e-6 <= |x| < 1e-5
+    (msgspec switches to an exponent sooner), |x| >= 1e10, float64 subnormals (which nine
+    digits do not round-trip) and non-finite values; the last four are rare and written one
+    by one.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if not len(flat):
+        return []
+    rounded = round_significant(flat)
+    texts = msgspec.json.encode(rounded.tolist()).decode()[1:-1].split(",")
+    magnitude = np.abs(rounded)
+    with np.errstate(invalid="ignore"):
+        odd = ~np.isfinite(rounded) | ((magnitude >= 1e-6) & (magnitude < 1e-5))
+        odd |= (magnitude >= 1e10) | ((magnitude < 1e-300) & (magnitude > 0))  # subnormal
+        whole = ~odd & (rounded == np.trunc(rounded))
+    for i in np.flatnonzero(whole).tolist():
+        texts[i] = texts[i].removesuffix(".0")
+    for i in np.flatnonzero(odd).tolist():
+        texts[i] = significant_text(float(flat[i]))
+    return texts
+
+
 def _arrow_numbers(pa: Any, values: np.ndarray, kind: Any) -> Any:
     """A numpy vector as an Arrow array over the same memory (no conversion, no copy)."""
     array = np.ascontiguousarray(values, dtype=kind.to_pandas_dtype())
@@ -1263,9 +1289,8 @@ class CsvEncoder(Encoder):
         if self.id_column is not None:
             columns.append(_csv_ids(batch.ids, n))
         columns.append(self._labels[labels].tolist())
-        columns.extend(
-            list(map(significant_text, column)) for column in np.asarray(probabilities).T.tolist()
-        )
+        texts = significant_texts(np.asarray(probabilities).T)
+        columns.extend(texts[j : j + n] for j in range(0, len(texts), n))
         text = "\n".join(map(self._template.__mod__, zip(*columns, strict=True)))
         self._emit((text + "\n").encode())
 

@@ -752,6 +752,33 @@ def test_round_significant_is_what_arrow_writes_for_significant_text(values: lis
     assert np.array_equal(back[finite], array[finite])  # nine digits read back exactly
 
 
+any64 = st.floats(allow_nan=True, allow_infinity=True)
+PROBABILITY_LIKE = [0.0, -0.0, 1.0, 1e-6, 9.99999e-6, 1e-5, 3.0398e-6, 1e9, 1e10, 2.5e16]
+
+
+@SETTINGS
+@given(st.lists(any32 | any64 | st.sampled_from(PROBABILITY_LIKE), max_size=60))
+def test_significant_texts_in_bulk_are_significant_text(values: list[float]) -> None:
+    """The bulk writer (msgspec plus fix-ups) gives every value's own text, for float32 and
+    float64 values, whole numbers, both sides of msgspec's exponent switch, and non-finite."""
+    array = np.asarray(values, dtype=np.float64)
+    assert csv_format.significant_texts(array) == [
+        csv_format.significant_text(float(v)) for v in array
+    ]
+
+
+def test_significant_texts_of_a_matrix_go_column_by_column() -> None:
+    matrix = np.asarray([[0.25, 0.75], [1.0, 0.0], [3e-6, 0.999997]], dtype=np.float32)
+    assert csv_format.significant_texts(matrix.T) == [
+        "0.25",
+        "1",
+        "0.00000300000011",
+        "0.75",
+        "0",
+        "0.99999702",
+    ]
+
+
 def test_significant_text_examples() -> None:
     cases = [(0.5, "0.5"), (1.0, "1"), (0.0, "0"), (-0.0, "-0"), (1e-6, "0.000001")]
     cases += [(1.5e-7, "1.5e-7"), (1e9, "1000000000"), (1.5e10, "1.5e+10"), (12.5, "12.5")]
