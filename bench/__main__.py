@@ -409,16 +409,22 @@ def bench_files(
         source = scoring_file(model, rows, work / f"{model.name}-{rows}.csv")
         ours_out = work / f"{model.name}-{rows}.ours.csv"
         naive_out = work / f"{model.name}-{rows}.naive.csv"
-        ours_runs, drift_runs, naive_runs = [], [], []
+        ours_runs, drift_runs, zip_runs, naive_runs = [], [], [], []
         scored = 0
+        without_arrow = {**os.environ, "SKYSCORE_CSV_ENGINE": "numpy"}  # the Lambda zip's parser
         for _ in range(repeats):
-            for runs, extra in ((ours_runs, []), (drift_runs, ["drift"])):
+            for runs, extra, env in (
+                (ours_runs, [], None),
+                (drift_runs, ["drift"], None),
+                (zip_runs, [], without_arrow),
+            ):
                 child = [OURS_CHILD, str(home.root), model.name, str(source), str(ours_out)]
                 line = subprocess.run(
                     [python, "-c", *child, *extra],
                     check=True,
                     capture_output=True,
                     text=True,
+                    env=env,
                 ).stdout.split()
                 runs.append(float(line[0]))
                 scored = int(line[1])
@@ -442,7 +448,7 @@ def bench_files(
                 )
             )
         ours, naive = statistics.median(ours_runs), statistics.median(naive_runs)
-        drift = statistics.median(drift_runs)
+        drift, no_arrow = statistics.median(drift_runs), statistics.median(zip_runs)
         raw = raw_ort_seconds(model, home, source)
         results.append(
             [
@@ -450,6 +456,7 @@ def bench_files(
                 f"{scored:,}",
                 f"{rows / ours / 1e3:,.0f}k",
                 f"{rows / drift / 1e3:,.0f}k",
+                f"{rows / no_arrow / 1e3:,.0f}k",
                 f"{rows / naive / 1e3:,.0f}k",
                 f"{rows / raw / 1e3:,.0f}k",
                 f"**{naive / ours:.1f}x**",
@@ -467,6 +474,7 @@ def bench_files(
             "rows scored",
             "skyscore score_path",
             "+ drift monitoring (`skyscore score`)",
+            "without pyarrow (Lambda zip)",
             "naive pandas + sklearn + to_csv",
             "raw ORT on ready arrays",
             "vs naive",
