@@ -24,13 +24,19 @@ _Item = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class OnlineDrift:
-    """Per ``(model, version)``: the last ``window`` flushes of ``flush_every`` requests each."""
+    """Per ``(model, version)``: the last ``window`` flushes of ``flush_every`` requests each.
 
-    def __init__(self, *, flush_every: int = 256, window: int = 25) -> None:
+    A buffer is also counted once it holds ``flush_rows`` rows, so batch requests (up to
+    10,000 instances each) cannot pile up hundreds of megabytes of arrays before a flush.
+    """
+
+    def __init__(self, *, flush_every: int = 256, window: int = 25, flush_rows: int = 8192) -> None:
         self.flush_every = flush_every
+        self.flush_rows = flush_rows
         self.window = window
         self._lock = threading.Lock()
         self._buffers: dict[tuple[str, str], list[_Item]] = {}
+        self._rows: dict[tuple[str, str], int] = {}
         self._rolling: dict[tuple[str, str], RollingDrift] = {}
 
     def observe(
@@ -45,9 +51,11 @@ class OnlineDrift:
         with self._lock:
             buffer = self._buffers.setdefault(key, [])
             buffer.append((numeric, categorical, probabilities))
-            if len(buffer) < self.flush_every:
+            rows = self._rows[key] = self._rows.get(key, 0) + len(numeric)
+            if len(buffer) < self.flush_every and rows < self.flush_rows:
                 return
             self._buffers[key] = []
+            self._rows[key] = 0
         self._count(predictor, buffer)
 
     def _count(self, predictor: Predictor, items: list[_Item]) -> None:
@@ -69,11 +77,12 @@ class OnlineDrift:
         key = (predictor.name, predictor.version)
         with self._lock:
             pending = self._buffers.pop(key, [])
+            self._rows.pop(key, None)
         self._count(predictor, pending)
         with self._lock:
             rolling = self._rolling.get(key)
             if rolling is None:
                 rolling = self._rolling[key] = RollingDrift(predictor.card, window=self.window)
             result = rolling.result()
-        result["window_requests"] = self.window * self.flush_every
+        result["window_requests"] = self.window * self.flush_every  # at most (see flush_rows)
         return result

@@ -686,6 +686,23 @@ def test_online_drift_window_follows_http_traffic(hgb_predictor: Predictor) -> N
     assert shifted["rows"] == 600 and shifted["status"] == "drift"
 
 
+def test_online_drift_buffers_stay_bounded_by_rows(hgb_predictor: Predictor) -> None:
+    """Large batch requests are counted once ``flush_rows`` rows wait, whatever the count of
+    requests; every row reaches the window."""
+    from skyscore.datasets import synthetic_arrays
+    from skyscore.online import OnlineDrift
+
+    online = OnlineDrift(flush_every=1000, window=100, flush_rows=500)
+    numeric, categorical, _ = synthetic_arrays(300, seed=3)
+    probabilities = hgb_predictor.predict_arrays(numeric, categorical)
+    online.observe(hgb_predictor, numeric, categorical, probabilities)
+    assert sum(map(len, online._buffers.values())) == 1  # 300 rows wait
+    online.observe(hgb_predictor, numeric, categorical, probabilities)
+    assert sum(map(len, online._buffers.values())) == 0  # 600 >= 500: counted
+    online.observe(hgb_predictor, numeric[:10], categorical[:10], probabilities[:10])
+    assert online.result(hgb_predictor)["rows"] == 610
+
+
 def test_predictions_take_the_first_of_tied_classes_like_argmax() -> None:
     card, data = tiny_model(0.3, name="tiny")
     predictor = Predictor(card, data)
