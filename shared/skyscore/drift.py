@@ -86,7 +86,6 @@ class _NumericBlock:
         self.baselines = baselines
         self.widths = [len(b.frequencies) for b in baselines]
         k, width = len(baselines), max(self.widths, default=1)
-        self.width = width
         # bin of x = number of edges <= x (``searchsorted(edges, x, side="right")``); padding
         # edges are +inf, never <= a finite value
         self.edges = np.full((k, max(width - 1, 0)), np.inf)
@@ -98,7 +97,6 @@ class _NumericBlock:
         self.high = np.asarray([b.max for b in baselines], dtype=np.float64)
         self.edges32 = _float32_up(self.edges)
         self.low32, self.high32 = _float32_up(self.low), _float32_down(self.high)
-        self.offsets = np.arange(k, dtype=np.intp) * width
         self.counts = np.zeros((k, width), dtype=np.int64)
         self.missing = np.zeros(k, dtype=np.int64)
         self.out_of_range = np.zeros(k, dtype=np.int64)
