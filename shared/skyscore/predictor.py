@@ -89,6 +89,7 @@ class Predictor:
         self._numeric_input = card.onnx.numeric_input
         self._categorical_input = card.onnx.categorical_input
         self._outputs = [card.onnx.probabilities_output]
+        self.key = (card.name, card.version)  # what per-version state is kept under
 
     @property
     def name(self) -> str:
