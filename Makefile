@@ -24,6 +24,7 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
