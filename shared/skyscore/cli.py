@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from skyscore.errors import BadRequest, SkyscoreError
 from skyscore.home import LocalHome
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from skyscore.schema import Batch
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -67,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a CSV, JSON Lines, JSON or Parquet file",
         description="Score INPUT with the production version of a model. Writes OUTPUT (same "
         "format; default: beside INPUT as NAME.predictions.EXT), OUTPUT.errors.jsonl when any row "
-        "failed, and OUTPUT.manifest.json.",
+        "failed, and OUTPUT.manifest.json. On a terminal, stderr shows rows scored so far.",
     )
     score.add_argument("input", metavar="INPUT")
     score.add_argument("--model", required=True, metavar="NAME")
@@ -164,6 +170,39 @@ def default_output_path(source: Path) -> Path:
     return source.with_name(f"{stem}.predictions{suffixes}")
 
 
+class ScoreProgress:
+    """``skyscore score``'s progress line on a terminal: rows scored so far and the rate, about
+    once a second, rewritten in place (a large file otherwise says nothing for minutes)."""
+
+    def __init__(
+        self, stream: TextIO, *, every: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stream = stream
+        self.every = every
+        self.clock = clock
+        self.started = self.last = clock()
+        self.rows = 0
+        self.shown = False
+
+    def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
+        """Count a scored chunk; redraw the line when ``every`` seconds have passed."""
+        self.rows += len(batch)
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.rows / max(now - self.started, 1e-9)
+        self.stream.write(f"\r  scored {self.rows:,} rows so far ({rate / 1e3:,.0f}k rows/s)")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        """End the line, if one was drawn."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score one file with a registered model."""
     from skyscore.drift import summary
@@ -173,7 +212,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     predictor = home.registry().get_predictor(args.model, args.version)
     source = Path(args.input)
     output = Path(args.output) if args.output else default_output_path(source)
-    report, drift = score_file(source, output, predictor)
+    progress = ScoreProgress(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        report, drift = score_file(
+            source, output, predictor, observers=[progress] if progress else []
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     print(
         f"scored {report.rows_scored:,} of {report.rows_read:,} rows with "
         f"{predictor.name} v{predictor.version} -> {output}"

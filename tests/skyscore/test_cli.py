@@ -178,3 +178,60 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     predictions = tmp_path / "demo" / "predictions"
     assert (predictions / "patients.csv").exists()
     assert (predictions / "patients.csv.report.html").exists()
+
+
+def test_score_progress_line_is_redrawn_about_once_a_second() -> None:
+    """On a terminal `skyscore score` shows rows and rate; nothing is drawn for a fast file."""
+    import io
+
+    import numpy as np
+
+    from skyscore.cli import ScoreProgress
+    from skyscore.schema import Batch
+
+    now = [100.0]
+    stream = io.StringIO()
+    progress = ScoreProgress(stream, clock=lambda: now[0])
+    chunk = Batch(np.arange(1000), np.zeros((1000, 1), np.float32), np.empty((1000, 0)), None)
+    probabilities = np.zeros((1000, 2), np.float32)
+    progress.observe(chunk, probabilities)
+    assert stream.getvalue() == ""  # under a second: nothing yet
+    now[0] += 2.0
+    progress.observe(chunk, probabilities)
+    now[0] += 0.5
+    progress.observe(chunk, probabilities)  # too soon to redraw
+    progress.close()
+    assert stream.getvalue() == "\r  scored 2,000 rows so far (1k rows/s)\n"
+
+    quiet = io.StringIO()
+    fast = ScoreProgress(quiet, clock=lambda: 0.0)
+    fast.observe(chunk, probabilities)
+    fast.close()
+    assert quiet.getvalue() == ""
+
+
+def test_score_draws_progress_on_a_terminal_only(
+    home: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`skyscore score` wires the progress line to a terminal's stderr, and not to a pipe."""
+    import functools
+    import io
+
+    from skyscore import cli
+
+    lines = (data_dir / "breast_cancer.csv").read_text().splitlines()
+    target = lines[0].split(",").index("diagnosis")
+    source = tmp_path / "many.csv"
+    source.write_text(
+        "\n".join(",".join(f for i, f in enumerate(x.split(",")) if i != target) for x in lines)
+    )
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(cli, "ScoreProgress", functools.partial(cli.ScoreProgress, every=0.0))
+    for stream, drawn in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert cli.main(["score", str(source), "--model", "cancer", "--home", str(home)]) == 0
+        assert ("scored 569 rows so far" in stream.getvalue()) is drawn
