@@ -278,10 +278,10 @@ def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[
 
     # the handler's own work: the same requests with ONNX Runtime answered from memory
     served = plane.provider.get(model.name)
-    real_run, answer = served._run, served._run(outputs, feeds[0])
+    real_run, answer = served._run, served._run(outputs, feeds[0], None)
 
     def stubbed(i: int) -> object:
-        served._run = lambda _outputs, _feeds: answer
+        served._run = lambda _outputs, _feeds, _options: answer
         try:
             return plane.handle(Request("POST", path, headers, bodies[i]))
         finally:
@@ -565,6 +565,9 @@ def bench_sizes() -> None:
     )
 
 
+SECTIONS = ("cold", "handler", "files", "memory", "sizes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="CSV scoring rows")
@@ -575,7 +578,14 @@ def main() -> int:
         "--file-runs", type=int, default=3, help="alternating runs of each CSV scorer (median)"
     )
     parser.add_argument("--keep", action="store_true", help="keep bench/out for a re-run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run just this section (repeatable); default: all of them",
+    )
     args = parser.parse_args()
+    only = set(args.only or SECTIONS)
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=OUT))
     import onnxruntime
@@ -588,11 +598,16 @@ def main() -> int:
     started = time.perf_counter()
     home, models = setup(work)
     print(f"setup (train + register 2 models) {time.perf_counter() - started:.1f}s")
-    bench_cold_start(home, models, work, args.cold_runs)
-    bench_handler(home, models, work, args.calls)
-    bench_files(home, models, work, args.rows, args.file_runs)
-    bench_memory(home, models, work, *args.memory_rows)
-    bench_sizes()
+    if "cold" in only:
+        bench_cold_start(home, models, work, args.cold_runs)
+    if "handler" in only:
+        bench_handler(home, models, work, args.calls)
+    if "files" in only:
+        bench_files(home, models, work, args.rows, args.file_runs)
+    if "memory" in only:
+        bench_memory(home, models, work, *args.memory_rows)
+    if "sizes" in only:
+        bench_sizes()
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

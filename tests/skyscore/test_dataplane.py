@@ -631,6 +631,24 @@ def test_instance_decoder_takes_the_common_cases() -> None:
     assert batch.categorical.tolist() == [["red"], [""]]
     assert batch.ids == [7, None]
     assert decoder.decode(body_of(rows, id_column="id")) is not None
+    # one instance takes its own path (packed float32): the same batch as the general path
+    for row in rows:
+        one = decoder.decode(body_of([row]))
+        general = decoder.decode(body_of([row, row]))
+        assert one is not None and general is not None
+        assert one.numeric.shape == (1, 2) and one.numeric.dtype == np.float32
+        assert np.array_equal(one.numeric, general.numeric[:1], equal_nan=True)
+        assert one.categorical.tolist() == general.categorical.tolist()[:1]
+        assert one.ids == general.ids[:1] and one.rows.tolist() == [0]
+    one = decoder.decode(body_of([{"x1": 0.1, "x2": -3e38, "color": "red"}]))
+    assert one is not None and one.numeric.tolist() == [[np.float32(0.1), np.float32(-3e38)]]
+    for numeric, categorical in ((["x1"], []), ([], ["color"])):
+        narrow = InstanceDecoder.for_schema(InputSchema(numeric, categorical))
+        assert narrow is not None
+        single = narrow.decode(body_of([{"x1": 2, "color": "red"}]))
+        assert single is not None
+        assert single.numeric.shape == (1, len(numeric))
+        assert single.categorical.shape == (1, len(categorical))
     # the canonical path decides these
     assert decoder.decode(body_of([{"x1": 1, "x2": 2, "color": 3}])) is None
     assert decoder.decode(body_of([{"x1": 1, "color": "red"}])) is None  # missing x2
@@ -715,3 +733,35 @@ def test_predictions_take_the_first_of_tied_classes_like_argmax() -> None:
     assert [list(p) for p in predictor.format_predictions(with_ids, probabilities)] == [
         ["id", "label", "probabilities"]
     ] * 3
+    # one row (the single-instance path) formats as the first row of a batch does
+    for ids in (None, ["a", None, 3]):
+        many = Batch(batch.rows, batch.numeric, batch.categorical, ids)
+        for i in range(3):
+            one = Batch(
+                batch.rows[i : i + 1], batch.numeric[i : i + 1], batch.categorical[i : i + 1]
+            )
+            one.ids = None if ids is None else ids[i : i + 1]
+            assert predictor.format_predictions(one, probabilities[i : i + 1]) == [
+                predictor.format_predictions(many, probabilities)[i]
+            ]
+
+
+def test_single_instances_share_read_only_category_rows() -> None:
+    """One-instance requests reuse a cached (1, m) category array; long texts are not kept."""
+    decoder = InstanceDecoder.for_schema(SCHEMA)
+    assert decoder is not None
+    first = decoder.decode(body_of([{"x1": 1, "x2": 2, "color": "red"}]))
+    again = decoder.decode(body_of([{"x1": 3, "x2": 4, "color": "red"}]))
+    missing = decoder.decode(body_of([{"x1": 3, "x2": 4, "color": None}]))
+    assert first is not None and again is not None and missing is not None
+    assert again.categorical is first.categorical and not first.categorical.flags.writeable
+    assert missing.categorical.tolist() == [[""]] and not missing.categorical.flags.writeable
+    assert first.numeric is not again.numeric and again.numeric.flags.writeable
+    long = "x" * 300
+    a = decoder.decode(body_of([{"x1": 1, "x2": 2, "color": long}]))
+    b = decoder.decode(body_of([{"x1": 1, "x2": 2, "color": long}]))
+    assert a is not None and b is not None
+    assert a.categorical.tolist() == [[long]] and a.categorical is not b.categorical
+    for i in range(5000):  # high cardinality: the cache starts over instead of growing
+        decoder.decode(body_of([{"x1": 1, "x2": 2, "color": f"c{i}"}]))
+    assert 0 < len(decoder._category_rows) <= 4096

@@ -32,9 +32,11 @@ def test_direct_run_is_taken_and_matches_the_public_run(
 
 def test_direct_run_falls_back_to_the_public_method() -> None:
     class Session:
-        def run(self, outputs: list[str], feeds: dict[str, Any]) -> list[Any]:
-            return [outputs, feeds]
+        def run(
+            self, outputs: list[str], feeds: dict[str, Any], run_options: Any = None
+        ) -> list[Any]:
+            return [outputs, feeds, run_options]
 
     session = Session()
     assert _direct_run(session) == session.run
-    assert _direct_run(session)(["p"], {}) == [["p"], {}]
+    assert _direct_run(session)(["p"], {}, None) == [["p"], {}, None]
