@@ -226,18 +226,19 @@ def _time_calls(fn: Callable[[int], object], n: int, distinct: int) -> list[floa
 
 
 def _time_alternating(
-    fns: list[Callable[[int], object]], n: int, distinct: int, block: int = 250
+    fns: list[tuple[Callable[[int], object], int]], rounds: int, distinct: int
 ) -> list[list[float]]:
-    """Per-call µs for each function, timed in alternating blocks of ``block`` calls.
+    """Per-call µs for each ``(function, calls per block)``, timed in ``rounds`` rounds of one
+    block of each.
 
     A shared VM drifts in speed over seconds; timing all of one function and then all of the
-    other compared different moments. Alternating blocks puts both in the same moments, and
-    each block still runs one function back to back, as a serving loop would.
+    other compared different moments. Alternating blocks puts every side in the same moments,
+    and each block still runs one function back to back, as a serving loop would.
     """
     samples: list[list[float]] = [[] for _ in fns]
-    for start in range(0, n, block):
-        for fn, out in zip(fns, samples, strict=True):
-            out.extend(_time_calls(fn, min(block, n - start), distinct))
+    for _ in range(rounds):
+        for (fn, block), out in zip(fns, samples, strict=True):
+            out.extend(_time_calls(fn, block, distinct))
     return samples
 
 
@@ -301,8 +302,12 @@ def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[
     response = plane.handle(Request("POST", path, headers, bodies[0]))
     assert response.status == 200, response.body
     _time_calls(ours, 200, n), _time_calls(raw, 200, n), _time_calls(naive, 20, n)  # warm-up
-    raw_us, ours_us, stubbed_us = _time_alternating([raw, ours, stubbed], calls, n)
-    naive_us = _time_calls(naive, max(calls // 10, 100), n)
+    block = 250
+    raw_us, ours_us, stubbed_us, naive_us = _time_alternating(
+        [(raw, block), (ours, block), (stubbed, block), (naive, block // 10)],
+        max(calls // block, 4),
+        n,
+    )
     raw50, ours50, naive50 = (percentile(s, 50) for s in (raw_us, ours_us, naive_us))
     return [
         model.label,

@@ -542,6 +542,25 @@ def test_request_normalises_method_path_and_query() -> None:
     assert request.headers["content-type"] == "x"
 
 
+def test_request_header_reads_any_form_of_headers() -> None:
+    """``header`` finds a name however the transport spelled it; a lower-case dict is read as
+    it is, without building the case-insensitive mapping."""
+    lower = Request("POST", "/", {"content-type": "a"})
+    assert lower.header("content-type") == "a" and lower._headers is None
+    assert lower.headers["Content-Type"] == "a"
+    for headers in (
+        {"Content-Type": "a"},
+        Headers({"CONTENT-TYPE": "a"}),
+        [("Content-Type", "a")],
+        (("content-type", "a"),),
+    ):
+        request = Request("POST", "/", headers)
+        assert request.header("content-type") == "a", headers
+        assert request.headers.get("content-type") == "a"
+    empty = Request("GET", "/")
+    assert empty.header("content-type") is None and len(empty.headers) == 0
+
+
 def test_router_matches_the_route_table() -> None:
     for route in ROUTES:
         path = route.path.replace("{name}", "my-model.v2")
