@@ -2,6 +2,7 @@
 
     make bench                      # full run (1,000,000-row CSV, 2,000,000-row memory check)
     python -m bench --rows 200000   # quicker
+    python -m bench --only handler  # one section (cold, handler, files, memory, sizes)
 
 Baselines: raw ONNX Runtime on ready arrays (the ceiling), and scikit-learn + joblib + pandas
 doing the same job the naive way. Not a test: it prints figures, it does not assert them.
