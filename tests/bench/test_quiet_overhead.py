@@ -1,7 +1,6 @@
 """The bench's estimator of the handler's overhead in quiet rounds."""
 
 import pytest
-
 from bench.__main__ import quiet_overhead
 
 
