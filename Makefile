@@ -1,6 +1,8 @@
 # skyscore — `make demo` and `make test` each set everything up from a fresh clone.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.13, the runtime of every function (Lambda python3.13, Azure Functions, Cloud Run functions):
+# a python3.13 on PATH, else pyenv's (its shim answers only when 3.13 is the selected version).
+PYTHON ?= $(shell PYENV_VERSION=3.13 python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -1 || echo python3.13)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,parquet,dev]'
+	$(BIN)/python -m pip install --quiet --only-binary=pyyaml -e '.[train,parquet,dev,azure,gcp]'
 	@touch $(STAMP)
 
 demo: setup
