@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from skyscore.home import LocalHome
-from skyscore.train import TrainConfig, TrainResult, train
+from skyscore.local.home import LocalHome
+from skyscore.training.train import TrainConfig, TrainResult, train
 
 OUT = Path(__file__).resolve().parent / "out"
 TARGETS = {
@@ -71,7 +71,7 @@ class Model:
 
 def setup(work: Path) -> tuple[LocalHome, list[Model]]:
     """Train the demo model and a 30+3-feature HGB model; register and promote both."""
-    from skyscore.datasets import (
+    from skyscore.training.datasets import (
         DEMO_ID,
         DEMO_TARGET,
         SYNTHETIC_ID,
@@ -124,7 +124,7 @@ def scoring_file(model: Model, rows: int, path: Path) -> Path:
     if path.exists():
         return path
     if model.name == "fraud":
-        from skyscore.datasets import write_synthetic_csv
+        from skyscore.training.datasets import write_synthetic_csv
 
         write_synthetic_csv(path, rows, seed=99, labelled=False)
         return path
@@ -147,7 +147,7 @@ ORT_CHILD = """
 import sys, time
 t0 = time.perf_counter()
 import json
-from skyscore.home import LocalHome
+from skyscore.local.home import LocalHome
 predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
 row = json.loads(sys.argv[3])
 predictor.predict_instances([row])
@@ -268,7 +268,7 @@ def _handler_row(home: LocalHome, model: Model, work: Path, calls: int) -> list[
     import joblib
     import pandas as pd
 
-    from skyscore.dataplane import DataPlane, RegistryModelProvider, Request
+    from skyscore.serving.dataplane import DataPlane, RegistryModelProvider, Request
 
     plane = DataPlane(RegistryModelProvider(home.registry()))
     predictor = home.registry().get_predictor(model.name)
@@ -382,9 +382,9 @@ print(time.perf_counter() - t0)
 OURS_CHILD = """
 import sys, time, resource
 from pathlib import Path
-from skyscore.home import LocalHome
-from skyscore.monitoring import score_file
-from skyscore.scoring import score_path
+from skyscore.local.home import LocalHome
+from skyscore.monitoring.batch import score_file
+from skyscore.batch.pipeline import score_path
 predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
 t0 = time.perf_counter()
 if sys.argv[5:] == ["drift"]:  # what `skyscore score` runs: scoring plus drift monitoring

@@ -143,9 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     from moto.server import ThreadedMotoServer
 
     from skyscore.adapters.aws import S3BlobStore
-    from skyscore.datasets import DEMO_ID, DEMO_TARGET, breast_cancer_frame, write_synthetic_csv
-    from skyscore.registry import ModelRegistry
-    from skyscore.train import TrainConfig, train
+    from skyscore.model.registry import ModelRegistry
+    from skyscore.training.datasets import (
+        DEMO_ID,
+        DEMO_TARGET,
+        breast_cancer_frame,
+        write_synthetic_csv,
+    )
+    from skyscore.training.train import TrainConfig, train
 
     zip_path = package(args.zip)
     sizes(zip_path, ["http", "upload", "score", "retrainSchedule", "retrainAlarm", "jobCompleted"])

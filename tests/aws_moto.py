@@ -91,7 +91,7 @@ class Aws:
 
     def registry(self) -> Any:
         """A registry over the bucket, re-reading aliases on every call (as after 5 s)."""
-        from skyscore.registry import ModelRegistry
+        from skyscore.model.registry import ModelRegistry
 
         return ModelRegistry(self.store, refresh_seconds=0)
 

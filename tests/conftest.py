@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from skyscore.datasets import (
+from skyscore.model.predictor import Predictor
+from skyscore.training.datasets import (
     DEMO_ID,
     DEMO_TARGET,
     SYNTHETIC_ID,
@@ -14,8 +15,7 @@ from skyscore.datasets import (
     breast_cancer_frame,
     write_synthetic_csv,
 )
-from skyscore.predictor import Predictor
-from skyscore.train import TrainConfig, TrainResult, train
+from skyscore.training.train import TrainConfig, TrainResult, train
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,10 @@ from aws_lambda_powertools import Logger, Metrics
 
 if TYPE_CHECKING:
     from skyscore.adapters.aws import S3BlobStore, SageMakerJobRunner, SQSQueue
-    from skyscore.batch import BatchScorer
-    from skyscore.metrics import LogMetrics
-    from skyscore.registry import ModelRegistry
-    from skyscore.retrain import RetrainController
+    from skyscore.batch.scorer import BatchScorer
+    from skyscore.lifecycle.retrain import RetrainController
+    from skyscore.model.registry import ModelRegistry
+    from skyscore.monitoring.metrics import LogMetrics
 
 SERVICE = "skyscore"
 logger = Logger(service=SERVICE)
@@ -60,7 +60,7 @@ def store() -> S3BlobStore:
 @functools.cache
 def registry() -> ModelRegistry:
     """The model registry in the data bucket (alias targets re-read every few seconds)."""
-    from skyscore.registry import ModelRegistry
+    from skyscore.model.registry import ModelRegistry
 
     return ModelRegistry(store())
 
@@ -68,7 +68,7 @@ def registry() -> ModelRegistry:
 @functools.cache
 def core_metrics() -> LogMetrics:
     """The core's metrics as EMF lines (namespace ``skyscore``), read by CloudWatch."""
-    from skyscore.metrics import LogMetrics
+    from skyscore.monitoring.metrics import LogMetrics
 
     return LogMetrics()
 
@@ -87,7 +87,7 @@ def work_queue() -> SQSQueue | None:
 @functools.cache
 def scorer() -> BatchScorer:
     """Scores uploads, queue messages and fan-out parts."""
-    from skyscore.batch import DEFAULT_FANOUT_BYTES, DEFAULT_PART_BYTES, BatchScorer
+    from skyscore.batch.scorer import DEFAULT_FANOUT_BYTES, DEFAULT_PART_BYTES, BatchScorer
 
     queue = work_queue()
     return BatchScorer(
@@ -117,7 +117,7 @@ def job_runner() -> SageMakerJobRunner:
 @functools.cache
 def controller() -> RetrainController:
     """The retraining loop over the data bucket, the registry and SageMaker."""
-    from skyscore.retrain import RetrainController, RetrainPolicy
+    from skyscore.lifecycle.retrain import RetrainController, RetrainPolicy
 
     defaults = RetrainPolicy()
     policy = RetrainPolicy(

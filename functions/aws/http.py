@@ -1,7 +1,7 @@
 """HTTP: API Gateway HTTP API (payload 2.0), Lambda function URLs and REST API proxy events.
 
 Powertools' resolver parses the event and frames the reply; one catch-all route hands every
-request to the core's :class:`~skyscore.dataplane.DataPlane`, so routes, bodies and RFC 9457
+request to the core's :class:`~skyscore.serving.dataplane.DataPlane`, so routes, bodies and RFC 9457
 problems are exactly the local runtime's.
 """
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from skyscore.dataplane import DataPlane
+    from skyscore.serving.dataplane import DataPlane
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CATCH_ALL = ".+"  # Powertools compiles routes to ^rule$, so this matches every path
@@ -35,13 +35,13 @@ rest_app = APIGatewayRestResolver()  # payload 1.0: REST API proxy integrations
 @functools.cache
 def dataplane() -> DataPlane:
     """The dataplane over the S3 registry (built once per container)."""
-    from skyscore.dataplane import DataPlane, RegistryModelProvider
+    from skyscore.serving.dataplane import DataPlane, RegistryModelProvider
 
     return DataPlane(RegistryModelProvider(registry()))
 
 
 def _serve(event: BaseProxyEvent) -> Response[str]:
-    from skyscore.dataplane import Request
+    from skyscore.serving.dataplane import Request
 
     body = event.body or ""
     raw = base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")

@@ -7,7 +7,7 @@
 * ``job_event``: "SageMaker Training Job State Change" or the job's ``model.tar.gz`` landing
   under ``staging/`` → unpack, register, gate, promote or reject; once, whichever comes first.
 
-Each is one call to the core's :class:`~skyscore.retrain.RetrainController`, which records every
+Each is one call to the core's :class:`~skyscore.lifecycle.retrain.RetrainController`, which records every
 decision with its reason and counts it as a metric; the handlers and that call are traced in
 X-Ray (:mod:`functions.aws.tracing`).
 """
@@ -32,7 +32,7 @@ from functions.aws.tracing import tracer
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from skyscore.retrain import Alarm, Decision
+    from skyscore.lifecycle.retrain import Alarm, Decision
 
 _TOKENS = re.compile(r"\b(model|alarm)=([A-Za-z0-9_.-]+)")
 _KINDS = ("drift", "prediction_drift", "error_rate")

@@ -3,7 +3,7 @@
 Accepts the three shapes S3 delivers: a direct bucket notification (``Records[].s3``, keys
 URL-encoded), the same notification as the body of an SQS message, and S3 → EventBridge
 "Object Created" events. ``s3:TestEvent`` (sent when a notification is configured) is ignored.
-Each object is one call to the core's :meth:`~skyscore.batch.BatchScorer.score_upload`, which
+Each object is one call to the core's :meth:`~skyscore.batch.scorer.BatchScorer.score_upload`, which
 makes duplicate deliveries harmless and fans large files out through the work queue; the handler
 and that call are traced in X-Ray (:mod:`functions.aws.tracing`).
 """
@@ -23,7 +23,7 @@ from functions.aws.tracing import tracer
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from skyscore.batch import BatchResult
+    from skyscore.batch.scorer import BatchResult
 
 
 @dataclass(frozen=True, slots=True)

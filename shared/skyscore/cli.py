@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from skyscore.errors import BadRequest, SkyscoreError
-from skyscore.home import LocalHome
+from skyscore.local.home import LocalHome
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from skyscore.schema import Batch
+    from skyscore.model.schema import Batch
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, register, optionally promote."""
-    from skyscore.train import TrainConfig, train
+    from skyscore.training.train import TrainConfig, train
 
     home = LocalHome.resolve(args.home).ensure()
     config = TrainConfig(
@@ -205,8 +205,8 @@ class ScoreProgress:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score one file with a registered model."""
-    from skyscore.drift import summary
-    from skyscore.monitoring import score_file
+    from skyscore.monitoring.batch import score_file
+    from skyscore.monitoring.drift import summary
 
     home = LocalHome.resolve(args.home)
     predictor = home.registry().get_predictor(args.model, args.version)
@@ -233,7 +233,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the local runtime until interrupted."""
-    from skyscore.server import LocalRuntime
+    from skyscore.local.runtime import LocalRuntime
 
     home = LocalHome.resolve(args.home).ensure()
     runtime = LocalRuntime(home.root, host=args.host, port=args.port, default_model=args.model)
@@ -286,7 +286,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Ask the policy for a job; optionally wait and judge the candidate."""
-    from skyscore.retrain import local_controller
+    from skyscore.lifecycle.retrain import local_controller
 
     home = LocalHome.resolve(args.home).ensure()
     controller, runner = local_controller(home)
@@ -302,8 +302,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a batch or promotion report."""
-    from skyscore.report import write_report
-    from skyscore.reporting import batch_report_for, promotion_report_for
+    from skyscore.monitoring.report import write_report
+    from skyscore.monitoring.reporting import batch_report_for, promotion_report_for
 
     home = LocalHome.resolve(args.home)
     if bool(args.manifest) == bool(args.model):
@@ -322,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The guided end-to-end demo."""
-    from skyscore.demo import run_demo
+    from skyscore.local.demo import run_demo
 
     return run_demo(LocalHome.resolve(args.home))
 

@@ -187,7 +187,7 @@ def test_score_progress_line_is_redrawn_about_once_a_second() -> None:
     import numpy as np
 
     from skyscore.cli import ScoreProgress
-    from skyscore.schema import Batch
+    from skyscore.model.schema import Batch
 
     now = [100.0]
     stream = io.StringIO()

@@ -13,8 +13,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from skyscore.card import card_to_json
-from skyscore.train import TrainResult
+from skyscore.model.card import card_to_json
+from skyscore.training.train import TrainResult
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "msgspec", "typing_extensions", "skyscore"}
 
@@ -34,9 +34,9 @@ CHILD = textwrap.dedent(
     before = set(sys.modules)
     from pathlib import Path
     from skyscore.adapters.local import LocalBlobStore
-    from skyscore.registry import ModelRegistry
-    from skyscore.scoring import score_path
-    from skyscore.dataplane import DataPlane, RegistryModelProvider, Request
+    from skyscore.model.registry import ModelRegistry
+    from skyscore.batch.pipeline import score_path
+    from skyscore.serving.dataplane import DataPlane, RegistryModelProvider, Request
 
     work = Path(sys.argv[1])
     registry = ModelRegistry(LocalBlobStore(work / "home"))
@@ -59,7 +59,7 @@ def test_inference_path_needs_no_training_libraries(
     import pandas as pd
 
     from skyscore.adapters.local import LocalBlobStore
-    from skyscore.registry import ModelRegistry
+    from skyscore.model.registry import ModelRegistry
 
     registry = ModelRegistry(LocalBlobStore(tmp_path / "home"))
     card = registry.register(demo_model.card, demo_model.onnx_bytes)

@@ -462,7 +462,7 @@ def train_command(spec: JobSpec, output_dir: Path, python: str = sys.executable)
     return [
         python,
         "-m",
-        "skyscore.train",
+        "skyscore.training.train",
         spec.data_uri,
         "--target",
         spec.target,
@@ -508,7 +508,7 @@ class LocalJobRunner(JobRunner):
     record is reported failed.
 
     ``command`` builds the argv for a spec and its output directory (default:
-    :func:`train_command`, ``python -m skyscore.train ...``); tests substitute trivial commands.
+    :func:`train_command`, ``python -m skyscore.training.train ...``); tests substitute trivial commands.
     """
 
     def __init__(

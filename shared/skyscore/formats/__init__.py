@@ -24,7 +24,7 @@ from skyscore.formats.base import (
 from skyscore.formats.csv import FORMAT as CSV
 from skyscore.formats.jsonl import JSON, JSONL
 from skyscore.formats.parquet import FORMAT as PARQUET
-from skyscore.schema import InputSchema
+from skyscore.model.schema import InputSchema
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from skyscore.errors import InvalidInput
-from skyscore.schema import Batch, InputSchema, RowError, numeric_problem
+from skyscore.model.schema import Batch, InputSchema, RowError, numeric_problem
 
 DEFAULT_CHUNK_ROWS = 16_384  # measured: smaller chunks overlap better and bound memory lower
 BLOCK_SIZE = 4 << 20  # bytes per read: big enough to amortise Python overhead, small for memory

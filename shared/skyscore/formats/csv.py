@@ -50,7 +50,7 @@ from skyscore.formats.base import (
     parse_number,
     shown,
 )
-from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema, RowError
+from skyscore.model.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema, RowError
 
 # loadtxt names the failing row in its message ("at row 3"), 0- or 1-based depending on the error
 _ROW_HINT = re.compile(r"at row (\d+)")

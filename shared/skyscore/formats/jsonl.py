@@ -39,7 +39,7 @@ from skyscore.formats.base import (
     concat_batches,
     iter_line_chunks,
 )
-from skyscore.schema import (
+from skyscore.model.schema import (
     FLOAT32_MAX,
     MISSING_CATEGORY,
     Batch,

@@ -28,7 +28,7 @@ from skyscore.formats.base import (
     Readable,
     Writable,
 )
-from skyscore.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema, RowError
+from skyscore.model.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema, RowError
 
 MAGIC = b"PAR1"
 INSTALL_HINT = "pip install 'skyscore[parquet]'"

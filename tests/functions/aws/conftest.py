@@ -12,8 +12,8 @@ import pytest
 
 from aws_moto import Aws, environment, moto_server, reset
 from skyscore.adapters.aws import S3BlobStore
-from skyscore.registry import ModelRegistry
-from skyscore.train import TrainResult
+from skyscore.model.registry import ModelRegistry
+from skyscore.training.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # the Lambda package root holds functions/ beside skyscore/

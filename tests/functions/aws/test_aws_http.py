@@ -9,10 +9,10 @@ import json
 from typing import Any
 
 from aws_moto import Aws, LambdaContext, reference_event, sample_event
-from skyscore.dataplane import DataPlane, Request, StaticModelProvider
-from skyscore.predictor import Predictor
-from skyscore.registry import ModelRegistry
-from skyscore.train import TrainResult
+from skyscore.model.predictor import Predictor
+from skyscore.model.registry import ModelRegistry
+from skyscore.serving.dataplane import DataPlane, Request, StaticModelProvider
+from skyscore.training.train import TrainResult
 
 
 def call(event: dict[str, Any]) -> dict[str, Any]:

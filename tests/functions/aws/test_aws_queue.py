@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from aws_moto import Aws, LambdaContext, drain, reference_event, sample_event, sqs_event
-from skyscore.predictor import Predictor
-from skyscore.registry import ModelRegistry
+from skyscore.model.predictor import Predictor
+from skyscore.model.registry import ModelRegistry
 
 
 def queue_handler(event: dict[str, Any]) -> dict[str, Any]:

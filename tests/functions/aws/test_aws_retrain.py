@@ -30,9 +30,9 @@ from aws_moto import (
     sns_event,
 )
 from skyscore.adapters.aws import parse_s3_uri
-from skyscore.card import card_to_json
-from skyscore.registry import ModelRegistry
-from skyscore.train import TrainResult
+from skyscore.model.card import card_to_json
+from skyscore.model.registry import ModelRegistry
+from skyscore.training.train import TrainResult
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/skyscore-train:1"
 
@@ -177,8 +177,8 @@ def worse_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tra
     """The demo model retrained on shuffled labels: valid, verified, and clearly worse."""
     import pandas as pd
 
-    from skyscore.datasets import DEMO_ID, DEMO_TARGET
-    from skyscore.train import TrainConfig, train
+    from skyscore.training.datasets import DEMO_ID, DEMO_TARGET
+    from skyscore.training.train import TrainConfig, train
 
     frame = pd.read_csv(data_dir / "breast_cancer.csv")
     frame[DEMO_TARGET] = frame[DEMO_TARGET].sample(frac=1.0, random_state=7).to_numpy()

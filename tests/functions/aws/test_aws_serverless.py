@@ -25,11 +25,11 @@ import pytest
 
 from aws_moto import moto_server, reset
 from skyscore.adapters.aws import S3BlobStore
-from skyscore.card import card_to_json
-from skyscore.predictor import Predictor
-from skyscore.registry import ModelRegistry
-from skyscore.scoring import score_stream
-from skyscore.train import TrainResult
+from skyscore.batch.pipeline import score_stream
+from skyscore.model.card import card_to_json
+from skyscore.model.predictor import Predictor
+from skyscore.model.registry import ModelRegistry
+from skyscore.training.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
@@ -237,10 +237,10 @@ def test_schedule_rules_and_retrain_topic(template: dict[str, Any]) -> None:
 
 
 def test_alarms_watch_emitted_metrics_and_notify_the_topic(template: dict[str, Any]) -> None:
-    from skyscore.drift import PSI_ALARM
-    from skyscore.metrics import InMemoryMetrics
-    from skyscore.monitoring import publish_batch
-    from skyscore.scoring import ScoreReport
+    from skyscore.batch.pipeline import ScoreReport
+    from skyscore.monitoring.batch import publish_batch
+    from skyscore.monitoring.drift import PSI_ALARM
+    from skyscore.monitoring.metrics import InMemoryMetrics
 
     metrics = InMemoryMetrics()
     report = ScoreReport(
@@ -397,9 +397,9 @@ BLOCKER = textwrap.dedent(
     from functions.aws import http, queue, retrain, upload  # noqa: F401
     import io, numpy, onnxruntime, msgspec
     from pathlib import Path
-    from skyscore.card import card_from_json
-    from skyscore.predictor import Predictor
-    from skyscore.scoring import score_stream
+    from skyscore.model.card import card_from_json
+    from skyscore.model.predictor import Predictor
+    from skyscore.batch.pipeline import score_stream
     model = Path(sys.argv[2])
     predictor = Predictor(card_from_json((model / "card.json").read_bytes()),
                           (model / "model.onnx").read_bytes())

@@ -19,7 +19,7 @@ from typing import Any
 
 from aws_moto import Aws, sample_event
 from conftest import ROOT
-from skyscore.registry import ModelRegistry
+from skyscore.model.registry import ModelRegistry
 
 IMPORTS = textwrap.dedent(
     """

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from skyscore.adapters.aws import SageMakerJobRunner
-from skyscore.card import card_from_json
-from skyscore.datasets import DEMO_ID, DEMO_TARGET
+from skyscore.model.card import card_from_json
 from skyscore.ports import JobSpec
+from skyscore.training.datasets import DEMO_ID, DEMO_TARGET
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN = ROOT / "infra" / "aws" / "train"

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from aws_moto import Aws, LambdaContext, drain, reference_event, sample_event
-from skyscore import batch as batch_module
-from skyscore.predictor import Predictor
-from skyscore.registry import ModelRegistry
-from skyscore.scoring import score_path
-from skyscore.train import TrainResult
+from skyscore.batch import scorer as batch_module
+from skyscore.batch.pipeline import score_path
+from skyscore.model.predictor import Predictor
+from skyscore.model.registry import ModelRegistry
+from skyscore.training.train import TrainResult
 
 
 def upload_handler(event: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def test_stale_and_concurrent_duplicates(aws: Aws, cancer: ModelRegistry, data_d
     # the first event names an ETag that is gone: its object was replaced, the second scores it
     assert upload_handler(first)["results"][0]["status"] == "stale"
     # a duplicate delivered while another invocation holds the claim stands aside
-    from skyscore import claims
+    from skyscore.coordination import claims
 
     etag = aws.s3.head_object(Bucket=aws.bucket, Key=key)["ETag"].strip('"')
     digest = batch_module.BatchScorer._digest(key, etag)
@@ -345,7 +345,7 @@ def test_large_upload_fans_out_and_assembles(
     assert manifest["fanout"]["parts"] >= 5
     assert manifest["first_errors"] == local_manifest["first_errors"]
     # drift merged from the parts equals drift over the whole file
-    from skyscore.monitoring import score_file
+    from skyscore.monitoring.batch import score_file
 
     _, drift = score_file(tmp_path / f"big.{fmt}", tmp_path / f"again.{fmt}", hgb_predictor)
     assert manifest["drift"]["features"] == json.loads(json.dumps(drift["features"]))

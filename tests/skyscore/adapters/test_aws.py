@@ -24,11 +24,11 @@ from skyscore.adapters.aws import (
     SQSQueue,
     parse_s3_uri,
 )
-from skyscore.card import card_to_json
 from skyscore.errors import ConflictError, NotFound, SkyscoreError
+from skyscore.model.card import card_to_json
+from skyscore.model.registry import ModelRegistry
 from skyscore.ports import JobSpec, JobStatus
-from skyscore.registry import ModelRegistry
-from skyscore.train import TrainResult
+from skyscore.training.train import TrainResult
 
 BUCKET = "skyscore-adapter-test"
 
@@ -95,7 +95,7 @@ def test_parquet_rows_are_counted_from_ranged_gets(store: S3BlobStore) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from skyscore import parquet_meta
+    from skyscore.formats import parquet_meta
 
     buffer = io.BytesIO()
     table = pa.table({"x": list(range(5_000)), "s": [str(i) for i in range(5_000)]})

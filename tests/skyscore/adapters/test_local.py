@@ -558,7 +558,7 @@ def test_default_command_runs_the_training_entrypoint(tmp_path: Path) -> None:
     assert train_command(job, Path("/models/out"), "py") == [
         "py",
         "-m",
-        "skyscore.train",
+        "skyscore.training.train",
         "/data/train.csv",
         "--target",
         "diagnosis",

@@ -25,7 +25,7 @@ from skyscore.formats.base import (
     parse_number,
 )
 from skyscore.formats.csv import EMPTY_SENTINEL, CsvEncoder, CsvFormat, CsvLayout, fill_empty_fields
-from skyscore.schema import FLOAT32_MAX, Batch, InputSchema, RowError
+from skyscore.model.schema import FLOAT32_MAX, Batch, InputSchema, RowError
 
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
 HEADER = "id,x1,x2,color"

@@ -20,7 +20,7 @@ from skyscore.formats.jsonl import (
     JsonLinesEncoder,
     JsonLinesFormat,
 )
-from skyscore.schema import Batch, InputSchema, RowError
+from skyscore.model.schema import Batch, InputSchema, RowError
 
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
 STRICT = InputSchema(["x1", "x2"], ["color"], id_column="id", strict=True)

@@ -14,7 +14,7 @@ import pytest
 from skyscore.errors import InvalidInput, UnsupportedFormat
 from skyscore.formats.base import concat_batches
 from skyscore.formats.parquet import ParquetEncoder, ParquetFormat
-from skyscore.schema import Batch, InputSchema, RowError
+from skyscore.model.schema import Batch, InputSchema, RowError
 
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
 

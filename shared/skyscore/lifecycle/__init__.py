@@ -1,0 +1,1 @@
+"""The model lifecycle: retraining decisions, the quality gate and promotion."""

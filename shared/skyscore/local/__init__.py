@@ -1,0 +1,1 @@
+"""The local embedded runtime: its home directory, HTTP front end, inbox and the demo."""

@@ -1,0 +1,1 @@
+"""Models: the card, the input schema, ONNX inference and the registry of versions and aliases."""

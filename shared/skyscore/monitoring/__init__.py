@@ -1,0 +1,1 @@
+"""Monitoring: drift, metrics, online drift windows and the HTML reports."""
