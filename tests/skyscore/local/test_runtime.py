@@ -254,7 +254,7 @@ def test_protocol_errors_are_problem_json(runtime: LocalRuntime) -> None:
 def test_one_json_log_line_per_request(
     runtime: LocalRuntime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="skyscore.local.runtime"):
+    with caplog.at_level(logging.INFO, logger="skyscore.local"):
         http(runtime, "GET", "/v2/health/live")
         http(runtime, "GET", "/nowhere")
         wait_for(

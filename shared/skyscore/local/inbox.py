@@ -1,0 +1,319 @@
+"""The local inbox: files dropped into ``<home>/inbox/`` are scored."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from skyscore.errors import BadRequest, SkyscoreError
+from skyscore.local.home import LocalHome
+from skyscore.serving.dataplane import (
+    ModelProvider,
+)
+
+if TYPE_CHECKING:
+    from skyscore.model.predictor import Predictor
+    from skyscore.monitoring.metrics import Metrics
+
+from skyscore.local.logs import _now_iso
+
+DEFAULT_POLL_SECONDS = 1.0
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+EMPTY_FILE_GRACE_SECONDS = 2.0  # a 0-byte file may be a writer that has not started yet
+_BLOCK = 1 << 20
+
+_log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+
+
+# ------------------------------------------------------------------------------ inbox
+@dataclass(slots=True)
+class FileOutcome:
+    """What the watcher did with one file (also logged as one JSON line)."""
+
+    input: str
+    model: str | None
+    status: str  # scored, duplicate, failed, vanished, or stuck (could not even be moved)
+    moved_to: str | None = None
+    output: str | None = None
+    rows_scored: int = 0
+    rows_failed: int = 0
+    detail: str | None = None
+    duration_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """Log fields (no ``None`` values)."""
+        out = {
+            "input": self.input,
+            "model": self.model,
+            "status": self.status,
+            "moved_to": self.moved_to,
+            "output": self.output,
+            "rows_scored": self.rows_scored,
+            "rows_failed": self.rows_failed,
+            "detail": self.detail,
+            "duration_ms": self.duration_ms,
+            **self.extra,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unique(directory: Path, name: str) -> Path:
+    """``directory/name``, or ``stem-1.ext``, ``stem-2.ext``... when that is taken."""
+    target = directory / name
+    if not target.exists():
+        return target
+    base = Path(name)
+    stem, suffix = base.stem, base.suffix
+    for counter in range(1, 1_000_000):
+        candidate = directory / f"{stem}-{counter}{suffix}"
+        if (
+            not candidate.exists()
+            and not candidate.with_name(candidate.name + ".error.json").exists()
+        ):
+            return candidate
+    raise FileExistsError(f"no free name for {name} in {directory}")
+
+
+class InboxWatcher:
+    """Scores files dropped into ``inbox`` once they are stable; see the module docstring."""
+
+    def __init__(
+        self,
+        home: LocalHome,
+        provider: ModelProvider,
+        *,
+        default_model: str | None = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        metrics: Metrics | None = None,
+        on_alarm: Callable[[str, str, dict[str, Any]], object] | None = None,
+        after_poll: Callable[[], object] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.on_alarm = on_alarm
+        self.after_poll = after_poll
+        self.inbox = home.inbox
+        self.predictions = home.predictions
+        self.processed = home.root / "processed"
+        self.failed = home.root / "failed"
+        self.provider = provider
+        self.default_model = default_model
+        self.poll_seconds = poll_seconds
+        self._seen: dict[Path, tuple[int, int, float]] = {}  # size, mtime_ns, first seen
+        self._stuck: dict[Path, tuple[int, int]] = {}  # files that could not even be moved
+        for directory in (self.inbox, self.predictions, self.processed, self.failed):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def _candidates(self) -> Iterator[tuple[Path, str | None]]:
+        """(file, model from its folder or None) for every file that may be an input."""
+        try:
+            entries = list(os.scandir(self.inbox))
+        except FileNotFoundError:
+            self.inbox.mkdir(parents=True, exist_ok=True)
+            return
+        for entry in sorted(entries, key=lambda e: e.name):
+            if _ignored(entry.name):
+                continue
+            if entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), None
+            elif entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                        if not _ignored(inner.name) and inner.is_file(follow_symlinks=False):
+                            yield Path(inner.path), entry.name
+
+    def poll(self) -> list[FileOutcome]:
+        """One pass: note new or changing files, process those unchanged since the last pass."""
+        outcomes: list[FileOutcome] = []
+        present: set[Path] = set()
+        now = time.monotonic()
+        for path, model in self._candidates():
+            present.add(path)
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            signature = (st.st_size, st.st_mtime_ns)
+            if self._stuck.get(path) == signature:
+                continue
+            previous = self._seen.get(path)
+            if previous is None or previous[:2] != signature:
+                self._seen[path] = (*signature, now)
+                continue
+            if st.st_size == 0 and now - previous[2] < max(
+                EMPTY_FILE_GRACE_SECONDS, 2 * self.poll_seconds
+            ):
+                continue
+            del self._seen[path]
+            outcome = self.process(path, model)
+            if outcome.status == "stuck":
+                self._stuck[path] = signature
+            outcomes.append(outcome)
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        for gone in set(self._stuck) - present:
+            del self._stuck[gone]
+        return outcomes
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; never raises (a failing pass is logged and retried)."""
+        while not stop.is_set():
+            try:
+                self.poll()
+            except Exception:
+                _log.exception("inbox poll failed; retrying in %.1fs", self.poll_seconds)
+            if self.after_poll is not None:
+                try:
+                    self.after_poll()
+                except Exception:
+                    _log.exception("retraining tick failed; retrying")
+            stop.wait(self.poll_seconds)
+
+    # -- one file ------------------------------------------------------------------------------
+
+    def _model_for(self, model: str | None) -> str:
+        if model is not None:
+            return model
+        if self.default_model:
+            return self.default_model
+        names = self.provider.names()
+        if len(names) == 1:
+            return names[0]
+        raise BadRequest(
+            "no model for a file dropped straight into the inbox: put it in inbox/<model>/ "
+            "or start the runtime with a default model (skyscore serve --model NAME)"
+            + (f"; models: {', '.join(names)}" if names else "; there are no models yet")
+        )
+
+    def process(self, path: Path, folder_model: str | None) -> FileOutcome:
+        """Score one stable file and move it to processed/ or failed/ (never raises)."""
+        started = time.perf_counter()
+        outcome = FileOutcome(
+            input=str(path.relative_to(self.inbox)), model=folder_model, status=""
+        )
+        try:
+            model = self._model_for(folder_model)
+            outcome.model = model
+            predictor = self.provider.get(model)
+            self._score(path, predictor, outcome)
+            outcome.moved_to = str(self._move(path, self.processed))
+        except FileNotFoundError as exc:
+            if path.exists():  # something else is missing: treat it as a failure
+                self._fail(path, outcome, _problem_for(exc))
+            else:
+                outcome.status = "vanished"
+                outcome.detail = "the file disappeared before it was scored"
+        except SkyscoreError as error:
+            self._fail(path, outcome, error.to_problem())
+        except Exception as exc:
+            _log.exception("scoring %s failed unexpectedly", path)
+            self._fail(path, outcome, _problem_for(exc))
+        outcome.duration_ms = round((time.perf_counter() - started) * 1e3, 3)
+        level = logging.WARNING if outcome.status in ("failed", "stuck") else logging.INFO
+        _log.log(level, "inbox file", extra={"fields": outcome.fields()})
+        return outcome
+
+    def _score(self, path: Path, predictor: Predictor, outcome: FileOutcome) -> None:
+        """The one place that talks to scoring: dedupe by manifest, then score with drift
+        monitoring (manifest ``drift``, metrics, an HTML report) and raise any drift alarm."""
+        from skyscore.formats import detect_format
+        from skyscore.monitoring.batch import drift_alarm, score_file
+        from skyscore.monitoring.drift import summary
+
+        detect_format(path.name)  # an unsupported extension fails before any work
+        output = self.predictions / path.name
+        outcome.output = str(output)
+        manifest = output.with_name(output.name + ".manifest.json")
+        digest = _sha256(path)
+        if output.exists() and _same_scoring(manifest, digest, predictor):
+            outcome.status = "duplicate"
+            outcome.detail = f"already scored by {predictor.name} version {predictor.version}"
+            return
+        report, drift = score_file(path, output, predictor, metrics=self.metrics, report_html=True)
+        alarm = drift_alarm(drift)
+        if alarm is not None and self.on_alarm is not None:
+            try:
+                self.on_alarm(predictor.name, alarm, drift)
+            except Exception:  # monitoring must never break scoring
+                _log.exception("handling the %s alarm for %s failed", alarm, predictor.name)
+        outcome.extra = {"drift": summary(drift)}
+        outcome.status = "scored"
+        outcome.rows_scored = report.rows_scored
+        outcome.rows_failed = report.rows_failed
+        outcome.extra.update(version=predictor.version, input_sha256=report.input_sha256)
+
+    def _move(self, path: Path, directory: Path) -> Path:
+        target = _unique(directory, path.name)
+        os.replace(path, target)
+        return target
+
+    def _fail(self, path: Path, outcome: FileOutcome, problem: dict[str, Any]) -> None:
+        outcome.status = "failed"
+        outcome.detail = str(problem.get("detail", ""))
+        try:
+            target = self._move(path, self.failed)
+        except FileNotFoundError:
+            outcome.status = "vanished"
+            return
+        except OSError as exc:
+            outcome.status = "stuck"
+            outcome.detail = f"{outcome.detail}; and it could not be moved to failed/: {exc}"
+            return
+        outcome.moved_to = str(target)
+        reason = {
+            "input": outcome.input,
+            "model": outcome.model,
+            "failed_at": _now_iso(),
+            "reason": outcome.detail,
+            "problem": problem,
+        }
+        report = target.with_name(target.name + ".error.json")
+        with contextlib.suppress(OSError):
+            report.write_bytes(msgspec.json.format(_encoder.encode(reason), indent=2) + b"\n")
+
+
+def _problem_for(exc: BaseException) -> dict[str, Any]:
+    """A problem for an untyped failure: its type and message, never a traceback."""
+    return SkyscoreError(f"{type(exc).__name__}: {exc}").to_problem()
+
+
+def _same_scoring(manifest: Path, digest: str, predictor: Predictor) -> bool:
+    """True when ``manifest`` records this exact input scored by this exact model version."""
+    try:
+        record = msgspec.json.decode(manifest.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    model = record.get("model")
+    return (
+        record.get("input_sha256") == digest
+        and isinstance(model, dict)
+        and model.get("name") == predictor.name
+        and model.get("version") == predictor.version
+    )
