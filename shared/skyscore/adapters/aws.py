@@ -247,15 +247,28 @@ class S3BlobStore(BlobStore):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def read_bytes(self, key: str) -> bytes:
-        """The whole object."""
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The whole object and the ETag S3 sent with those bytes."""
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as error:
             if _is_missing(error):
                 raise NotFound(f"no object {key!r} in {self.uri}") from None
             raise
-        return cast(bytes, answer["Body"].read())
+        return cast(bytes, answer["Body"].read()), str(answer["ETag"])
+
+    def uri_for(self, key: str) -> str:
+        """``s3://bucket/prefix/key``."""
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def key_for_uri(self, uri: str) -> str | None:
+        """The store key of an ``s3://`` URI in this bucket and prefix, else ``None``."""
+        head = f"s3://{self.bucket}/"
+        return self.key_for(uri[len(head) :]) if uri.startswith(head) else None
+
+    def same_version(self, a: str, b: str) -> bool:
+        """S3 events spell the ETag without the quotes that its API returns."""
+        return a.strip('"') == b.strip('"')
 
     def open_read(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """The object's body, streamed (buffered reads of the HTTP response)."""
@@ -297,14 +310,14 @@ class S3BlobStore(BlobStore):
             reader.close()
 
     def stat(self, key: str) -> ObjectInfo | None:
-        """Size and ETag (quotes removed), or ``None``."""
+        """Size and ETag (as S3 spells it), or ``None``."""
         try:
             answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as error:
             if _is_missing(error):
                 return None
             raise
-        return ObjectInfo(key, int(answer["ContentLength"]), str(answer["ETag"]).strip('"'))
+        return ObjectInfo(key, int(answer["ContentLength"]), str(answer["ETag"]))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` in key order (S3 lists in UTF-8 byte order)."""
@@ -313,19 +326,32 @@ class S3BlobStore(BlobStore):
             for item in page.get("Contents", ()):
                 key = self.key_for(str(item["Key"]))
                 if key is not None:
-                    yield ObjectInfo(key, int(item["Size"]), str(item["ETag"]).strip('"'))
+                    yield ObjectInfo(key, int(item["Size"]), str(item["ETag"]))
 
     # -- writes --------------------------------------------------------------------------------
 
-    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        """One ``put_object`` (atomic); ``if_absent`` sends ``If-None-Match: *``."""
-        extra = {"IfNoneMatch": "*"} if if_absent else {}
+    def write_bytes(
+        self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None
+    ) -> str:
+        """One ``put_object`` (atomic); ``if_absent`` sends ``If-None-Match: *`` and
+        ``if_version`` ``If-Match: <ETag>``, both enforced by S3 (412 when they fail)."""
+        extra: dict[str, str] = {}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        if if_version is not None:
+            extra["IfMatch"] = if_version
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+            answer = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **extra
+            )
         except Exception as error:
-            if if_absent and _is_precondition(error):
-                raise ConflictError(f"object {key!r} already exists in {self.uri}") from None
+            if extra and (_is_precondition(error) or (if_version and _is_missing(error))):
+                raise ConflictError(
+                    f"object {key!r} in {self.uri} "
+                    + ("already exists" if if_absent else f"changed since {if_version}")
+                ) from None
             raise
+        return str(answer["ETag"])
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:

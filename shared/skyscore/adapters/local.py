@@ -108,9 +108,9 @@ class LocalBlobStore(BlobStore):
     readers never see a torn object. ``if_absent`` writes publish with ``os.link``, which fails
     atomically when the key exists, so two racing writers cannot both succeed.
 
-    The etag is ``<inode>-<size>-<mtime_ns>`` (hex), not a content hash: hashing would read
+    The version is ``<inode>-<size>-<mtime_ns>`` (hex), not a content hash: hashing would read
     every byte of large inputs on each ``stat``. Each write creates a new file (new inode and
-    mtime), so the etag changes whenever the object is replaced.
+    mtime), so the version changes whenever the object is replaced.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
@@ -146,6 +146,18 @@ class LocalBlobStore(BlobStore):
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The whole object, versioned by the identity of the file it was read from."""
+        path = self.path(key)
+        try:
+            with path.open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                if not S_ISREG(st.st_mode):
+                    raise IsADirectoryError(str(path))
+                return handle.read(), _etag(st)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"no object {key!r} in {self.uri}") from None
+
     def read_bytes(self, key: str) -> bytes:
         """The whole object."""
         path = self.path(key)
@@ -153,6 +165,20 @@ class LocalBlobStore(BlobStore):
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no object {key!r} in {self.uri}") from None
+
+    def uri_for(self, key: str) -> str:
+        """``file://`` URI of the object's file."""
+        return self.path(key).as_uri()
+
+    def key_for_uri(self, uri: str) -> str | None:
+        """The key of a ``file://`` URI or path under the root, else ``None``."""
+        try:
+            path = path_from_uri(uri).expanduser().resolve()
+        except ValueError:
+            return None
+        if path == self.root or self.root not in path.parents:
+            return None
+        return path.relative_to(self.root).as_posix()
 
     def open_read(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A buffered binary file: streams any size."""
@@ -174,7 +200,7 @@ class LocalBlobStore(BlobStore):
             yield cast(BinaryIO, _Window(handle, end - start))
 
     def stat(self, key: str) -> ObjectInfo | None:
-        """Size and etag (see the class docstring), or ``None``."""
+        """Size and version (see the class docstring), or ``None``."""
         try:
             st = self.path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -209,8 +235,12 @@ class LocalBlobStore(BlobStore):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        """Atomic write; with ``if_absent``, :class:`ConflictError` when ``key`` exists."""
+    def write_bytes(
+        self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None
+    ) -> str:
+        """Atomic write, returning the new version. ``if_absent`` publishes with ``os.link``
+        (fails atomically when ``key`` exists); ``if_version`` compares and renames under an
+        exclusive ``flock`` on the key's lock file, so writers in any process are serialised."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = self._temp_path(path)
@@ -220,10 +250,33 @@ class LocalBlobStore(BlobStore):
                 if self.fsync:
                     handle.flush()
                     os.fsync(handle.fileno())
-            self._publish(temp, path, key, if_absent=if_absent)
+            if if_version is None:
+                self._publish(temp, path, key, if_absent=if_absent)
+            else:
+                with self._locked(path):
+                    found = self.stat(key)
+                    if found is None or found.version != if_version:
+                        raise ConflictError(
+                            f"object {key!r} in {self.uri} changed since version {if_version}"
+                        )
+                    self._publish(temp, path, key, if_absent=False)
+            return _etag(path.stat())
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """An exclusive lock for one key (its hidden lock file lives beside it)."""
+        import fcntl
+
+        lock = path.with_name(f".{path.name}.lock{TMP_SUFFIX}")
+        with lock.open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:

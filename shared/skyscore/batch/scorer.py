@@ -8,8 +8,9 @@ the same on S3, Azure Blob Storage and Cloud Storage:
 * ``incoming/<model>/<file>`` is scored with ``<model>``'s production version, ``incoming/<file>``
   with the default model. Outputs go to ``predictions/`` under the same relative path, named as
   the CLI names them (``<stem>.predictions.<ext>``, ``.errors.jsonl``, ``.manifest.json``); the
-  manifest is written last and records the input's etag and the model version.
-* Idempotency: an input whose manifest already records its etag is not scored again, and a claim
+  manifest is written last and records the input's version token and the model version.
+* Idempotency: an input whose manifest records a *successful* run on the same (object version,
+  model version) is not scored again, and a claim
   (:mod:`skyscore.coordination.claims`) keeps concurrent duplicates from scoring it twice. Outputs never
   change because an event came twice. Inline records in a queue message take the same path, so
   drift and metrics are recorded once per batch whichever way it arrived.
@@ -76,6 +77,17 @@ Status = Literal[
     "assembled",
 ]
 _json = msgspec.json.Encoder(order="deterministic")
+
+
+def _succeeded(manifest: dict[str, Any], input_version: str, model_version: str) -> bool:
+    """Whether a manifest records a successful run on this input version with this model."""
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    assert isinstance(model, dict)
+    return (
+        manifest.get("status") != "failed"
+        and manifest.get("input_version") == input_version
+        and f"{model.get('name')}@{model.get('version')}" == model_version
+    )
 
 
 def _pretty(document: Any) -> bytes:
@@ -360,9 +372,9 @@ class BatchScorer:
             raise BadRequest("the message must be a JSON object with a 'kind'")
         kind = message.get("kind")
         if kind == "object" and isinstance(message.get("key"), str):
-            etag = message.get("etag")
+            version = message.get("version", message.get("etag"))
             return self.score_upload(
-                message["key"], etag=etag if isinstance(etag, str) else None, owner=owner
+                message["key"], version=version if isinstance(version, str) else None, owner=owner
             )
         if kind == "part" and isinstance(message.get("job"), str):
             part = message.get("part")
@@ -379,18 +391,27 @@ class BatchScorer:
             extra={"kind": kind if isinstance(kind, str) else None},
         )
 
-    def score_upload(self, key: str, *, etag: str | None = None, owner: str) -> BatchResult:
-        """Score the object at ``key`` once per etag (see the module docstring)."""
+    def score_upload(self, key: str, *, version: str | None = None, owner: str) -> BatchResult:
+        """Score the object at ``key`` once per (object version, model version); ``version`` is
+        the token the event carried: an older one than the object's is a stale event."""
         layout = self.layout
         if not key.startswith(layout.incoming) or key.endswith("/"):
             return BatchResult(key, "ignored", f"not a file under {layout.incoming}")
         info = self.store.stat(key)
         if info is None:
             return BatchResult(key, "ignored", "the object no longer exists")
-        if etag and etag.strip('"') != info.etag:
+        if version and not self.store.same_version(version, info.version):
             return BatchResult(key, "stale", "the object was replaced; its own event scores it")
         keys = layout.output_keys(key)
-        return self._once(info, keys, owner, lambda: self._score_claimed(key, info, keys))
+        try:
+            predictor = self.registry.get_predictor(layout.model_for(key, self.default_model))
+        except SkyscoreError as error:  # no such model (yet): reported, and retryable later
+            if error.status >= 500:
+                raise
+            return self._failed(key, info, keys, error)
+        return self._once(
+            info, keys, owner, predictor, lambda: self._score_claimed(key, info, keys, predictor)
+        )
 
     def score_records(
         self, model: str, instances: list[Any], request_id: str, *, owner: str | None = None
@@ -410,8 +431,9 @@ class BatchScorer:
                 for suffix in ("", ".errors.jsonl", ".manifest.json")
             )
         )
-        if self._manifest(keys.manifest) is not None:  # the id is the idempotency key
-            return BatchResult(key, "duplicate", "already scored", keys.output)
+        done = self._manifest(keys.manifest)
+        if done is not None and done.get("status") != "failed":  # the id is the idempotency key
+            return BatchResult(key, "duplicate", "already scored", keys.output, done)
         encoder = msgspec.json.Encoder()
         data = b"\n".join(encoder.encode(item) for item in instances) + b"\n"
         info = ObjectInfo(key, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
@@ -421,19 +443,29 @@ class BatchScorer:
             detail = f"{manifest['rows_scored']} rows scored, {manifest['rows_failed']} failed"
             return BatchResult(key, "scored", detail, keys.output, manifest)
 
-        return self._once(info, keys, owner or request_id, score)
+        return self._once(info, keys, owner or request_id, predictor, score)
 
     def _once(
-        self, info: ObjectInfo, keys: OutputKeys, owner: str, score: Callable[[], BatchResult]
+        self,
+        info: ObjectInfo,
+        keys: OutputKeys,
+        owner: str,
+        predictor: Predictor,
+        score: Callable[[], BatchResult],
     ) -> BatchResult:
-        """Run ``score`` for an input once per etag: a manifest that records the etag means
-        done; a claim keeps concurrent duplicates out. A permanent (4xx) failure is recorded in
-        the manifest; anything else releases the claim and raises, so the platform retries."""
+        """Run ``score`` once per (input version, model version).
+
+        Only a *successful* manifest for the same pair means done; a claim keeps concurrent
+        duplicates out. A permanent (4xx) failure is written to the manifest and the claim is
+        given back, so a later delivery or re-upload tries again; anything else releases the
+        claim and raises, so the platform retries.
+        """
         key = info.key
+        model_version = f"{predictor.name}@{predictor.version}"
         done = self._manifest(keys.manifest)
-        if done is not None and done.get("input_etag") == info.etag:
+        if done is not None and _succeeded(done, info.version, model_version):
             return BatchResult(key, "duplicate", "already scored", keys.output, done)
-        claim_key = f"{self.layout.claims}{self._digest(key, info.etag)}.json"
+        claim_key = f"{self.layout.claims}{self._digest(key, info.version, model_version)}.json"
         claim = claims.acquire(self.store, claim_key, owner, lease_seconds=self.lease_seconds)
         if claim.outcome == "held":
             return BatchResult(key, "in_progress", f"being scored by {claim.record.owner}")
@@ -442,10 +474,10 @@ class BatchScorer:
         try:
             result = score()
         except SkyscoreError as error:
+            claims.release(self.store, claim_key)
             if error.status >= 500:
-                claims.release(self.store, claim_key)
                 raise
-            result = self._failed(key, info, keys, error)
+            return self._failed(key, info, keys, error)
         except BaseException:
             claims.release(self.store, claim_key)
             raise
@@ -454,10 +486,10 @@ class BatchScorer:
 
     # -- single run ----------------------------------------------------------------------------
 
-    def _score_claimed(self, key: str, info: ObjectInfo, keys: OutputKeys) -> BatchResult:
+    def _score_claimed(
+        self, key: str, info: ObjectInfo, keys: OutputKeys, predictor: Predictor
+    ) -> BatchResult:
         fmt = detect_format(key)
-        model = self.layout.model_for(key, self.default_model)
-        predictor = self.registry.get_predictor(model)
         if info.size > self.fanout_bytes and fmt in SPLITTABLE and self.enqueue is not None:
             plan = self._plan(key, info, fmt, predictor, keys)
             if plan is not None:
@@ -491,7 +523,7 @@ class BatchScorer:
             self._publish_errors(keys.errors, cast(BinaryIO, errors), report.rows_failed)
         drift = accumulator.result()
         manifest = report.to_manifest(output_name=keys.output, errors_name=keys.errors)
-        manifest.update(input_key=info.key, input_etag=info.etag, drift=drift)
+        manifest.update(input_key=info.key, input_version=info.version, drift=drift)
         self.store.write_bytes(keys.manifest, _pretty(manifest))
         self._publish(report, drift)
         return manifest
@@ -519,7 +551,7 @@ class BatchScorer:
         manifest = {
             "input": key,
             "input_key": key,
-            "input_etag": info.etag,
+            "input_version": info.version,
             "status": "failed",
             "error": problem,
             "output": None,
@@ -540,8 +572,8 @@ class BatchScorer:
         return document if isinstance(document, dict) else None
 
     @staticmethod
-    def _digest(key: str, etag: str) -> str:
-        return hashlib.sha256(f"{key}\0{etag}".encode()).hexdigest()[:32]
+    def _digest(key: str, *versions: str) -> str:
+        return hashlib.sha256("\0".join((key, *versions)).encode()).hexdigest()[:32]
 
     # -- fan-out -------------------------------------------------------------------------------
 
@@ -560,11 +592,11 @@ class BatchScorer:
         ranges = self._ranges(key, start, info.size)
         if len(ranges) < 2:
             return None
-        job = self._digest(key, info.etag)
+        job = self._digest(key, info.version, f"{predictor.name}@{predictor.version}")
         plan = {
             "job": job,
             "key": key,
-            "etag": info.etag,
+            "etag": info.version,
             "size": info.size,
             "format": fmt,
             "model": predictor.name,
@@ -751,7 +783,7 @@ class BatchScorer:
         )
         manifest.update(
             input_key=plan["key"],
-            input_etag=plan["etag"],
+            input_version=plan["etag"],
             drift=drift,
             fanout={
                 "job": plan["job"],

@@ -168,9 +168,9 @@ class RetrainController:
         for info in self.store.list(f"{TRAINING_PREFIX}{name}/"):
             if not info.key.lower().endswith(LABELLED_SUFFIXES):
                 continue
-            if state.consumed.get(info.key) == info.etag:
+            if state.consumed.get(info.key) == info.version:
                 continue
-            fresh[info.key] = info.etag
+            fresh[info.key] = info.version
             rows += self._count_rows(info.key, info.size)
         return rows, fresh
 

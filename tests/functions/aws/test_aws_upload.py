@@ -118,7 +118,7 @@ def test_s3_notification_scores_once(
         aws.s3.get_object(Bucket=aws.bucket, Key=out + ".manifest.json")["Body"].read()
     )
     etag = aws.s3.head_object(Bucket=aws.bucket, Key=key)["ETag"].strip('"')
-    assert manifest["input_etag"] == etag
+    assert manifest["input_version"].strip('"') == etag
     assert manifest["model"] == {
         "name": "cancer",
         "version": "1",
@@ -151,7 +151,7 @@ def test_s3_notification_scores_once(
     fresh = json.loads(
         aws.s3.get_object(Bucket=aws.bucket, Key=out + ".manifest.json")["Body"].read()
     )
-    assert fresh["rows_failed"] == 0 and fresh["input_etag"] != etag
+    assert fresh["rows_failed"] == 0 and fresh["input_version"].strip('"') != etag
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix=out + ".errors")
 
 
@@ -168,8 +168,9 @@ def test_stale_and_concurrent_duplicates(aws: Aws, cancer: ModelRegistry, data_d
     # a duplicate delivered while another invocation holds the claim stands aside
     from skyscore.coordination import claims
 
-    etag = aws.s3.head_object(Bucket=aws.bucket, Key=key)["ETag"].strip('"')
-    digest = batch_module.BatchScorer._digest(key, etag)
+    etag = aws.s3.head_object(Bucket=aws.bucket, Key=key)["ETag"]
+    model = f"cancer@{cancer.resolve('cancer')}"
+    digest = batch_module.BatchScorer._digest(key, etag, model)
     claims.acquire(aws.store, f"work/claims/{digest}.json", "another-invocation")
     assert upload_handler(second)["results"][0]["status"] == "in_progress"
     # the retry of the invocation that holds the claim (same request id) takes it back

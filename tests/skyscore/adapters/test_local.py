@@ -44,9 +44,9 @@ def test_write_read_stat_delete_round_trip(blobs: LocalBlobStore) -> None:
     info = blobs.stat("a/b.txt")
     assert info is not None
     assert (info.key, info.size) == ("a/b.txt", 5)
-    blobs.write_bytes("a/b.txt", b"hello")  # same bytes, new object: new etag
+    blobs.write_bytes("a/b.txt", b"hello")  # same bytes, new object: new version
     again = blobs.stat("a/b.txt")
-    assert again is not None and again.etag != info.etag
+    assert again is not None and again.version != info.version
     blobs.delete("a/b.txt")
     blobs.delete("a/b.txt")  # idempotent
     blobs.delete("never/was")

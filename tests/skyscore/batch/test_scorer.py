@@ -70,7 +70,7 @@ def test_layout() -> None:
         layout.model_for("incoming/x.csv", None)
 
 
-def test_upload_is_scored_once_per_etag(
+def test_upload_is_scored_once_per_version(
     store: LocalBlobStore, registry: ModelRegistry, tmp_path: Path
 ) -> None:
     metrics = InMemoryMetrics()
@@ -85,7 +85,7 @@ def test_upload_is_scored_once_per_etag(
     again = scorer.score_upload("incoming/tiny/a.csv", owner="delivery-2")
     assert again.status == "duplicate"
     assert metrics.values("batches") == [1]  # no second run
-    assert scorer.score_upload("incoming/tiny/a.csv", etag="stale", owner="d3").status == "stale"
+    assert scorer.score_upload("incoming/tiny/a.csv", version="stale", owner="d3").status == "stale"
     assert scorer.score_upload("predictions/x.csv", owner="d4").status == "ignored"
     assert scorer.score_upload("incoming/tiny/missing.csv", owner="d5").status == "ignored"
 
@@ -138,7 +138,10 @@ def test_records_share_the_uploads_once_path(
     instances = [{"x1": 0.1, "x2": 0.2, "color": "red"}, {"x1": 0.5, "x2": -0.2, "color": "blue"}]
     body = json.dumps({"kind": "records", "id": "r2", "instances": instances}).encode()
     data = b"".join(msgspec.json.encode(i) + b"\n" for i in instances)
-    digest = BatchScorer._digest("incoming/queue/tiny/r2.jsonl", hashlib.md5(data).hexdigest())
+    model = f"tiny@{registry.resolve('tiny')}"
+    digest = BatchScorer._digest(
+        "incoming/queue/tiny/r2.jsonl", hashlib.md5(data).hexdigest(), model
+    )
     claims.acquire(store, f"work/claims/{digest}.json", "message-a")
     held = scorer.handle_message(body, owner="message-b")
     assert held.status == "in_progress" and metrics.values("batches") == []
