@@ -139,6 +139,18 @@ class ConflictError(SkyscoreError):
     title = "Conflict"
 
 
+class ConfigError(SkyscoreError):
+    """The deployment is not configured: a required setting is missing or malformed.
+
+    A 500 on purpose: the caller did nothing wrong, and the event must stay retryable until
+    the setting is fixed.
+    """
+
+    status = 500
+    slug = "not-configured"
+    title = "Not configured"
+
+
 class ParityError(SkyscoreError):
     """The ONNX graph disagrees with scikit-learn beyond tolerance: the model is not published."""
 

@@ -266,6 +266,10 @@ class S3BlobStore(BlobStore):
         head = f"s3://{self.bucket}/"
         return self.key_for(uri[len(head) :]) if uri.startswith(head) else None
 
+    def key_for_object(self, container: str, name: str) -> str | None:
+        """The store key of ``name`` in bucket ``container`` (already URL-decoded)."""
+        return self.key_for(name) if container == self.bucket else None
+
     def same_version(self, a: str, b: str) -> bool:
         """S3 events spell the ETag without the quotes that its API returns."""
         return a.strip('"') == b.strip('"')

@@ -170,6 +170,16 @@ class LocalBlobStore(BlobStore):
         """``file://`` URI of the object's file."""
         return self.path(key).as_uri()
 
+    def key_for_object(self, container: str, name: str) -> str | None:
+        """A local event names the root directory as its container."""
+        if Path(container).expanduser().resolve() != self.root:
+            return None
+        try:
+            self.path(name)
+        except ValueError:
+            return None
+        return name
+
     def key_for_uri(self, uri: str) -> str | None:
         """The key of a ``file://`` URI or path under the root, else ``None``."""
         try:

@@ -86,6 +86,11 @@ class BlobStore(abc.ABC):
     def key_for_uri(self, uri: str) -> str | None:
         """The key a URI names in this store, or ``None`` when it names another store."""
 
+    @abc.abstractmethod
+    def key_for_object(self, container: str, name: str) -> str | None:
+        """The key of an object an event names by its bucket/container and full name, or
+        ``None`` when it lies outside this store (another bucket, outside the prefix)."""
+
     def same_version(self, a: str, b: str) -> bool:
         """Whether two tokens (one from an event, one from :meth:`stat`) name one version.
 
