@@ -18,8 +18,9 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from functions.aws.common import logger, metrics, scorer
-from functions.aws.upload import is_test_event, object_events, score_event
+from functions.aws.common import core, logger, metrics
+from functions.aws.events import is_test_event, objects_created
+from functions.aws.upload import score_event
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -44,11 +45,9 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
         if is_test_event(parsed):
             logger.info("ignored s3:TestEvent")
             return {"status": "ignored"}
-        if isinstance(parsed, dict) and "kind" not in parsed and any(object_events(parsed)):
+        if isinstance(parsed, dict) and "kind" not in parsed and any(objects_created(parsed)):
             return {"results": score_event(parsed, owner=record.message_id)}
-        result = scorer().handle_message(body.encode("utf-8"), owner=record.message_id)
-        logger.info("message: %s", result.status, extra={"detail": result.detail})
-        metrics.add_metric(name=f"messages_{result.status}", unit=MetricUnit.Count, value=1)
+        result = core().message(body.encode("utf-8"), owner=record.message_id)
         return {"status": result.status, "output": result.output}
 
 

@@ -34,10 +34,14 @@ from skyscore.ports import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from skyscore.monitoring.metrics import Metrics
+    from skyscore.runtime.settings import Settings
+
 MIN_PART_BYTES = 5 << 20  # S3's smallest multipart part (except the last)
 DEFAULT_PART_BYTES = 16 << 20
 MAX_PARTS = 10_000
-DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"  # CPU: the scikit-learn estimators cannot use a GPU
+DEFAULT_GPU_INSTANCE_TYPE = "ml.g5.xlarge"  # for an estimator that can (xgboost)
 ENCODING_ATTRIBUTE = "skyscore-encoding"  # "base64" when a body was not UTF-8 text
 MODEL_ARTIFACT_MEMBERS = ("model.onnx", "card.json")
 MAX_ARTIFACT_MEMBER_BYTES = 1 << 30
@@ -503,6 +507,7 @@ class SageMakerJobRunner(JobRunner):
         image_uri: str,
         *,
         instance_type: str = DEFAULT_INSTANCE_TYPE,
+        gpu_instance_type: str = DEFAULT_GPU_INSTANCE_TYPE,
         instance_count: int = 1,
         volume_size_gb: int = 30,
         max_runtime_seconds: int = 4 * 3600,
@@ -518,6 +523,7 @@ class SageMakerJobRunner(JobRunner):
         self.role_arn = role_arn
         self.image_uri = image_uri
         self.instance_type = instance_type or DEFAULT_INSTANCE_TYPE
+        self.gpu_instance_type = gpu_instance_type or DEFAULT_GPU_INSTANCE_TYPE
         self.instance_count = instance_count
         self.volume_size_gb = volume_size_gb
         self.max_runtime_seconds = max_runtime_seconds
@@ -544,6 +550,16 @@ class SageMakerJobRunner(JobRunner):
             params["id-column"] = spec.id_column
         return params
 
+    def instance_type_for(self, spec: JobSpec) -> str:
+        """The spec's own choice, else a GPU instance only for an estimator that uses one."""
+        from skyscore.lifecycle.hardware import hardware_for
+
+        if spec.instance_type:
+            return spec.instance_type
+        return (
+            self.gpu_instance_type if hardware_for(spec.estimator) == "gpu" else self.instance_type
+        )
+
     def start(self, spec: JobSpec) -> JobStatus:
         """``create_training_job``; returns at once (state ``pending``)."""
         if not spec.data_uri.startswith("s3://") or not spec.output_uri.startswith("s3://"):
@@ -569,7 +585,7 @@ class SageMakerJobRunner(JobRunner):
             ],
             OutputDataConfig={"S3OutputPath": spec.output_uri},
             ResourceConfig={
-                "InstanceType": spec.instance_type or self.instance_type,
+                "InstanceType": self.instance_type_for(spec),
                 "InstanceCount": self.instance_count,
                 "VolumeSizeInGB": self.volume_size_gb,
             },
@@ -682,3 +698,63 @@ class SageMakerJobRunner(JobRunner):
         """The job id in a ``.../<job>/output/model.tar.gz`` store key, else ``None``."""
         match = re.fullmatch(r".*/([A-Za-z0-9][A-Za-z0-9-]{0,62})/output/model\.tar\.gz", key)
         return None if match is None else match.group(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Backend: how the AWS functions build the core
+# --------------------------------------------------------------------------------------------
+
+MAX_BODY_BYTES = 3 << 20
+"""Lambda refuses events over 6 MB before any code runs. A 3 MiB body stays under it however API
+Gateway carries it: base64 (4 MiB) or JSON-escaped text where every other byte is a quote
+(6 MiB at worst), so an oversized request gets our 413 problem instead of the platform's 413."""
+
+
+class AwsBackend:
+    """S3 data bucket, SQS work queue, SageMaker training, EMF metrics (CloudWatch reads them).
+
+    Settings: ``SKYSCORE_BUCKET`` (required), ``SKYSCORE_PREFIX``, ``SKYSCORE_WORK_QUEUE_URL``;
+    for retraining ``SKYSCORE_SAGEMAKER_ROLE_ARN``, ``SKYSCORE_TRAINING_IMAGE_URI``,
+    ``SKYSCORE_TRAINING_CPU_INSTANCE_TYPE``, ``SKYSCORE_TRAINING_GPU_INSTANCE_TYPE`` and
+    ``SKYSCORE_TRAINING_MAX_SECONDS``.
+    """
+
+    name = "aws"
+
+    def __init__(self) -> None:
+        from skyscore.runtime.settings import CloudDefaults
+
+        # 900 s: Lambda's longest run, so a claim older than that belongs to a dead attempt
+        self.defaults = CloudDefaults(MAX_BODY_BYTES, 900.0, "emf")
+
+    def store(self, settings: Settings) -> S3BlobStore:
+        """The data bucket."""
+        return S3BlobStore(settings.require("SKYSCORE_BUCKET"), settings.prefix)
+
+    def queue(self, settings: Settings) -> SQSQueue | None:
+        """The fan-out queue, when configured."""
+        url = settings.get("SKYSCORE_WORK_QUEUE_URL")
+        return SQSQueue(url) if url else None
+
+    def jobs(self, settings: Settings) -> SageMakerJobRunner:
+        """SageMaker training jobs running the core's training image."""
+        return SageMakerJobRunner(
+            settings.require("SKYSCORE_SAGEMAKER_ROLE_ARN"),
+            settings.require("SKYSCORE_TRAINING_IMAGE_URI"),
+            instance_type=settings.get(
+                "SKYSCORE_TRAINING_CPU_INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE
+            ),
+            gpu_instance_type=settings.get(
+                "SKYSCORE_TRAINING_GPU_INSTANCE_TYPE", DEFAULT_GPU_INSTANCE_TYPE
+            ),
+            max_runtime_seconds=settings.get_int("SKYSCORE_TRAINING_MAX_SECONDS", 4 * 3600),
+        )
+
+    def metrics(self, settings: Settings) -> Metrics:
+        """EMF lines on stdout (namespace ``skyscore``), turned into metrics by CloudWatch."""
+        from skyscore.monitoring.metrics import LogMetrics
+
+        return LogMetrics(format=settings.defaults.metrics_format)
+
+
+AWS = AwsBackend()

@@ -559,7 +559,13 @@ class BatchScorer:
         }
         for stale in (keys.output, keys.errors):
             self.store.delete(stale)
-        self.store.write_bytes(keys.manifest, _pretty(manifest))
+        earlier = self._manifest(keys.manifest)
+        if earlier is not None and all(
+            earlier.get(field) == manifest[field] for field in ("status", "input_version", "error")
+        ):
+            manifest = earlier  # the same failure again (a duplicate event): leave it as it is
+        else:
+            self.store.write_bytes(keys.manifest, _pretty(manifest))
         return BatchResult(key, "failed", error.detail, None, manifest, problem=problem)
 
     def _manifest(self, key: str) -> dict[str, Any] | None:

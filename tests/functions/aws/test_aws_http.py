@@ -40,7 +40,7 @@ def test_sample_predict_event_matches_the_local_dataplane(
     event = sample_event("http-api-predict.json")
     response = call(event)
     assert response["statusCode"] == 200, response
-    assert response["headers"]["Content-Type"] == "application/json"
+    assert response["headers"]["content-type"] == "application/json"
     local = DataPlane(StaticModelProvider({"cancer": demo_predictor})).handle(
         Request(
             "POST",
@@ -123,7 +123,7 @@ def test_bad_input_is_a_problem_never_a_stack_trace(cancer: ModelRegistry) -> No
     for event, status in cases:
         response = call(event)
         assert response["statusCode"] == status, (event["rawPath"], response)
-        assert response["headers"]["Content-Type"] == "application/problem+json"
+        assert response["headers"]["content-type"] == "application/problem+json"
         problem = json.loads(response["body"])
         assert problem["status"] == status
         assert "Traceback" not in response["body"]
@@ -170,3 +170,40 @@ def test_promotion_is_followed_without_a_new_container(
     card = cancer.register(demo_model.card, demo_model.onnx_bytes, name="cancer")
     cancer.promote("cancer", card.version)
     assert json.loads(call(event)["body"])["version"] == card.version
+
+
+def test_malformed_events_are_400_problems(cancer: ModelRegistry) -> None:
+    """Invalid base64 (or junk inside it) and events that are not HTTP events: a 400 problem,
+    never an exception out of the handler (issue 20, item 7)."""
+    bad = http_event(
+        "POST", "/v1/models/cancer/predict", "{}", **{"content-type": "application/json"}
+    )
+    bad["body"] = "abc"
+    response = call(bad)
+    assert response["statusCode"] == 400, response
+    assert response["headers"]["content-type"] == "application/problem+json"
+    assert "base64" in json.loads(response["body"])["detail"]
+    junk = copy.deepcopy(bad)
+    junk["body"] = base64.b64encode(b'{"instances": []}').decode()[:8] + "!!" + "AAAA"
+    assert call(junk)["statusCode"] == 400
+    missing = copy.deepcopy(bad)
+    del missing["requestContext"]
+    answer = call(missing)
+    assert answer["statusCode"] == 400
+    assert json.loads(answer["body"])["status"] == 400
+
+
+def test_body_over_the_limit_is_our_413(cancer: ModelRegistry) -> None:
+    """A body just over the AWS limit gets the core's 413 problem: the limit is set so that the
+    event, base64-encoded, still fits in Lambda's 6 MB, so our code answers, not the platform."""
+    from skyscore.adapters.aws import MAX_BODY_BYTES
+
+    assert MAX_BODY_BYTES * 4 // 3 < 6_000_000 and MAX_BODY_BYTES * 2 < 6_500_000
+    body = b'{"instances": [' + b" " * MAX_BODY_BYTES + b"]}"
+    response = call(
+        http_event(
+            "POST", "/v1/models/cancer/predict", body, **{"content-type": "application/json"}
+        )
+    )
+    assert response["statusCode"] == 413, response["body"][:300]
+    assert json.loads(response["body"])["status"] == 413

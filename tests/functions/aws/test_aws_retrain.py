@@ -129,7 +129,8 @@ def test_schedule_starts_a_job_whose_artifact_is_promoted_once(
     described = sagemaker(aws).describe_training_job(TrainingJobName=job)
     assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert described["RoleArn"].endswith(":role/skyscore-training")
-    assert described["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    # logistic regression cannot use a GPU: a CPU instance (xgboost would get ml.g5.xlarge)
+    assert described["ResourceConfig"]["InstanceType"] == "ml.m5.large"
     [channel] = described["InputDataConfig"]
     assert channel["ChannelName"] == "train"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{aws.bucket}/training/cancer/"
@@ -361,9 +362,19 @@ def test_error_rate_alarm_rolls_back_once_whichever_way_it_arrives(
     assert cancer.alias_target("cancer") == "1"
 
 
-def test_reference_alarm_payloads(aws: Aws, cancer: ModelRegistry) -> None:
-    """Verbatim public payloads: alarms in ALARM are acted on for the default model (here:
-    nothing to retrain on, so recorded as skipped); plain SNS messages are not alarms."""
+def test_reference_alarm_payloads(
+    aws: Aws, cancer: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verbatim public payloads: alarms in ALARM that are configured as retrain triggers are
+    acted on for the default model (here: nothing to retrain on, so recorded as skipped); an
+    alarm that is not configured is operational and starts nothing; plain SNS messages are
+    not alarms."""
+    from functions.aws import common
+
+    unconfigured = handler("alarm", reference_event("sns-cloudwatch-alarm-single-metric.json"))
+    assert unconfigured == {"decisions": []}
+    monkeypatch.setenv("SKYSCORE_RETRAIN_ALARMS", "EXAMPLE=drift,Test alert=drift")
+    common.reset()
     sns = handler("alarm", reference_event("sns-cloudwatch-alarm-single-metric.json"))
     assert [d["action"] for d in sns["decisions"]] == ["skipped"]
     assert "new labelled rows" in sns["decisions"][0]["reason"]

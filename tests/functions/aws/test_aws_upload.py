@@ -208,8 +208,9 @@ def test_eventbridge_object_created(
 
 def test_reference_and_sample_events_are_accepted(aws: Aws, cancer: ModelRegistry) -> None:
     """Verbatim payloads: other buckets and keys outside incoming/ are ignored, not errors."""
-    assert upload_handler(reference_event("s3-object-created-put.json")) == {"results": []}
-    assert upload_handler(reference_event("s3-eventbridge-object-created.json")) == {"results": []}
+    for name in ("s3-object-created-put.json", "s3-eventbridge-object-created.json"):
+        results = upload_handler(reference_event(name))["results"]
+        assert [r["status"] for r in results] == ["ignored"], results
     assert upload_handler(sample_event("s3-test-event.json"))["ignored"] == "s3:TestEvent"
     event = sample_event("s3-object-created.json")
     event["Records"][0]["s3"]["bucket"]["name"] = aws.bucket
@@ -240,8 +241,11 @@ def test_unusable_files_get_a_failure_manifest(
     manifest = json.loads(aws.s3.get_object(Bucket=aws.bucket, Key=manifest_key)["Body"].read())
     assert manifest["status"] == "failed"
     assert manifest["error"]["status"] == status
-    # a permanent failure is not retried: the same event again is a duplicate
-    assert upload_handler(event)["results"][0]["status"] == "duplicate"
+    # the same event again fails the same way and leaves the manifest as it was; a fixed
+    # re-upload (a new version) would be scored: a failure stays retryable
+    assert upload_handler(event)["results"][0]["status"] == "failed"
+    again = aws.s3.get_object(Bucket=aws.bucket, Key=manifest_key)["Body"].read()
+    assert json.loads(again) == manifest
 
 
 def test_unknown_model_fails_with_a_reason(aws: Aws, cancer: ModelRegistry, data_dir: Path) -> None:
@@ -377,3 +381,27 @@ def _typed_jsonl(data: bytes, model: TrainResult) -> bytes:
                 typed[name] = value
         out.append(json.dumps(typed).encode())
     return b"\n".join(out) + b"\n"
+
+
+def test_keys_with_plus_and_percent_decode_alike(
+    aws: Aws, cancer: ModelRegistry, data_dir: Path
+) -> None:
+    """S3 notifications URL-encode keys; EventBridge events are decoded by Powertools the same
+    way, so ``a+b%.csv`` is one object whichever envelope names it (issue 14, item 7)."""
+    from urllib.parse import quote_plus
+
+    from functions.aws.events import objects_created
+
+    key = "incoming/cancer/a+b %25 c.csv"
+    notification = sample_event("s3-object-created.json")
+    notification["Records"][0]["s3"]["bucket"]["name"] = aws.bucket
+    notification["Records"][0]["s3"]["object"]["key"] = quote_plus(key)
+    bridge = copy.deepcopy(reference_event("s3-eventbridge-object-created.json"))
+    bridge["detail"]["bucket"]["name"] = aws.bucket
+    bridge["detail"]["object"]["key"] = quote_plus(key)
+    [one] = objects_created(notification)
+    [two] = objects_created(bridge)
+    assert one.name == two.name == key
+    aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=cancer_csv(data_dir))
+    notification["Records"][0]["s3"]["object"]["eTag"] = None
+    assert upload_handler(notification)["results"][0]["status"] == "scored"
