@@ -167,8 +167,11 @@ class LocalBlobStore(BlobStore):
             raise NotFound(f"no object {key!r} in {self.uri}") from None
 
     def uri_for(self, key: str) -> str:
-        """``file://`` URI of the object's file."""
-        return self.path(key).as_uri()
+        """``file://`` URI of the object's file (or of a prefix ending in ``/``)."""
+        if not key:
+            return self.uri + "/"
+        uri = self.path(key.rstrip("/")).as_uri()
+        return uri + "/" if key.endswith("/") else uri
 
     def key_for_object(self, container: str, name: str) -> str | None:
         """A local event names the root directory as its container."""
@@ -188,7 +191,8 @@ class LocalBlobStore(BlobStore):
             return None
         if path == self.root or self.root not in path.parents:
             return None
-        return path.relative_to(self.root).as_posix()
+        key = path.relative_to(self.root).as_posix()
+        return key + "/" if uri.endswith("/") else key
 
     def open_read(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A buffered binary file: streams any size."""

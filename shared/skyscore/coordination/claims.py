@@ -1,7 +1,9 @@
 """Claims: "this piece of work is mine" markers in a blob store, so duplicate deliveries of one
 event (S3, SQS, Event Grid and Pub/Sub all deliver at least once) do the work once.
 
-A claim is a small JSON object written with ``if_absent``, which every blob store makes atomic.
+A claim is a small JSON object written with ``if_absent``, which every blob store makes atomic;
+a stale one is taken over with a conditional write on the version that was read (S3 ``If-Match``,
+an Azure ETag, a GCS generation), so two takers cannot both win.
 Its ``owner`` is the delivery's stable id (a Lambda request id survives async retries, an SQS
 message id survives redeliveries), so the retry of a crashed attempt takes its own claim back,
 while a duplicate delivery with another id sees the claim and stands aside. A claim older than
@@ -69,9 +71,11 @@ def acquire(
     except ConflictError:
         pass
     try:
-        found = _decoder.decode(store.read_bytes(key))
+        data, token = store.read_versioned(key)
     except NotFound:  # released between our write and read: try once more
         return acquire(store, key, owner, lease_seconds=lease_seconds, clock=clock)
+    try:
+        found = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         found = ClaimRecord(owner="", at=0.0)  # unreadable: treat as stale
     if found.state != "working":
@@ -79,7 +83,12 @@ def acquire(
     if found.owner == owner:
         return Claim("acquired", found)
     if now - found.at > lease_seconds:
-        store.write_bytes(key, msgspec.json.encode(mine))
+        # Take the stale claim over only if it is still the object we read: of two takers,
+        # exactly one wins the conditional write; the other sees it held.
+        try:
+            store.write_bytes(key, msgspec.json.encode(mine), if_version=token)
+        except ConflictError:
+            return Claim("held", found)
         return Claim("acquired", mine)
     return Claim("held", found)
 

@@ -35,12 +35,12 @@ import msgspec
 import numpy as np
 
 from skyscore.coordination import claims
-from skyscore.errors import FormatMismatch, ModelNotFound, NotFound, SkyscoreError
+from skyscore.errors import ConflictError, FormatMismatch, ModelNotFound, NotFound, SkyscoreError
 from skyscore.formats import parquet_meta
 from skyscore.lifecycle.gate import GateConfig, GateResult, quality_gate
 from skyscore.model.card import card_from_json
 from skyscore.model.predictor import Predictor
-from skyscore.model.registry import ModelRegistry
+from skyscore.model.registry import AliasConflict, ModelRegistry
 from skyscore.ports import BlobStore, JobRunner, JobSpec, JobStatus
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ STAGING_PREFIX = "staging/"
 STATE_PREFIX = "retraining/"
 LABELLED_SUFFIXES = (".csv", ".parquet")
 DAY_SECONDS = 86_400.0
+LAUNCH_LEASE_SECONDS = 600.0  # a launch reserved longer ago than this died before its job started
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class _State(msgspec.Struct, kw_only=True):
     launches: list[float] = []
     jobs: dict[str, dict[str, str]] = {}
     completed: list[str] = []
+    launching: float = 0.0  # when a trigger reserved the launch of a job (0: none)
 
 
 class RetrainController:
@@ -117,7 +119,7 @@ class RetrainController:
         self.runner = runner
         self.policy = policy or RetrainPolicy()
         self.gate = gate or GateConfig()
-        self.locate = locate or (lambda key: f"{store.uri.rstrip('/')}/{key}")
+        self.locate = locate or store.uri_for
         self.clock = clock
         self.metrics = metrics
         # Claims name who is judging a job; callers with a stable delivery id (a Lambda request
@@ -130,13 +132,35 @@ class RetrainController:
         return f"{STATE_PREFIX}{name}/state.json"
 
     def _state(self, name: str) -> _State:
-        try:
-            return msgspec.json.decode(self.store.read_bytes(self._state_key(name)), type=_State)
-        except NotFound:
-            return _State()
+        return self._state_versioned(name)[0]
 
-    def _save(self, name: str, state: _State) -> None:
-        self.store.write_bytes(self._state_key(name), msgspec.json.encode(state))
+    def _state_versioned(self, name: str) -> tuple[_State, str | None]:
+        try:
+            data, token = self.store.read_versioned(self._state_key(name))
+        except NotFound:
+            return _State(), None
+        return msgspec.json.decode(data, type=_State), token
+
+    def _save(self, name: str, state: _State, token: str | None) -> None:
+        """Conditional on the version read (create-only when there was none): a concurrent
+        change raises :class:`ConflictError` instead of being overwritten."""
+        data = msgspec.json.encode(state)
+        if token is None:
+            self.store.write_bytes(self._state_key(name), data, if_absent=True)
+        else:
+            self.store.write_bytes(self._state_key(name), data, if_version=token)
+
+    def _update(self, name: str, change: Callable[[_State], object]) -> None:
+        """Read, change and conditionally write the state, again on a lost race."""
+        for _ in range(20):
+            state, token = self._state_versioned(name)
+            change(state)
+            try:
+                self._save(name, state, token)
+                return
+            except ConflictError:
+                time.sleep(0.01)
+        raise ConflictError(f"retraining state of {name!r} kept changing under this update")
 
     def _log(self, decision: Decision) -> Decision:
         now = datetime.fromtimestamp(self.clock(), UTC)
@@ -188,7 +212,7 @@ class RetrainController:
     def consider(self, name: str, trigger: Trigger, *, reason: str = "") -> Decision:
         """Start a training job for ``name`` if the policy allows; always record why."""
         now = self.clock()
-        state = self._state(name)
+        state, token = self._state_versioned(name)
         active = self._active_jobs(name, state)
         why = f"{trigger}" + (f" ({reason})" if reason else "")
         if active:
@@ -249,11 +273,32 @@ class RetrainController:
             estimator=card.training.estimator,
             id_column=card.id_column,
         )
-        status = self.runner.start(spec)
-        state.launches = [*recent, now]
-        state.consumed.update(fresh)
-        state.jobs[status.job_id] = {"output_uri": status.output_uri, "trigger": trigger}
-        self._save(name, state)
+        if state.launching and now - state.launching < LAUNCH_LEASE_SECONDS:
+            return self._log(
+                Decision(name, trigger, "skipped", f"{why}: another trigger is starting a job")
+            )
+        # Reserve the launch with a conditional write on the state as read: of two triggers
+        # racing here (two alarms, an alarm and the schedule) exactly one starts a job.
+        state.launching = now
+        try:
+            self._save(name, state, token)
+        except ConflictError:
+            return self._log(
+                Decision(name, trigger, "skipped", f"{why}: a concurrent trigger got there first")
+            )
+        try:
+            status = self.runner.start(spec)
+        except BaseException:
+            self._update(name, lambda s: setattr(s, "launching", 0.0))
+            raise
+
+        def started(s: _State) -> None:
+            s.launches = [*(t for t in s.launches if now - t < DAY_SECONDS), now]
+            s.consumed.update(fresh)
+            s.jobs[status.job_id] = {"output_uri": status.output_uri, "trigger": trigger}
+            s.launching = 0.0
+
+        self._update(name, started)
         return self._log(
             Decision(
                 name,
@@ -340,10 +385,11 @@ class RetrainController:
         return decision
 
     def _mark_judged(self, name: str, job_id: str) -> None:
-        state = self._state(name)
-        if job_id not in state.completed:
-            state.completed.append(job_id)
-            self._save(name, state)
+        def judged(state: _State) -> None:
+            if job_id not in state.completed:
+                state.completed.append(job_id)
+
+        self._update(name, judged)
 
     def _judge_job(self, status: JobStatus) -> Decision:
         """Materialize, register, gate, and promote or reject a finished job's candidate."""
@@ -398,11 +444,13 @@ class RetrainController:
 
     def _staging_key(self, status: JobStatus) -> str:
         """The store key prefix under which a job's artifacts landed."""
-        root = self.locate("").rstrip("/") + "/"
         uri = status.output_uri.rstrip("/") + "/"
-        if not uri.startswith(root):
-            raise SkyscoreError(f"job output {status.output_uri} is outside the store {root}")
-        return uri[len(root) :]
+        key = self.store.key_for_uri(uri)
+        if key is None:
+            raise SkyscoreError(
+                f"job output {status.output_uri} is outside the store {self.store.uri}"
+            )
+        return key
 
     def judge(self, name: str, version: str, *, job_id: str | None = None) -> Decision:
         """Run the quality gate on a registered version; promote it or record its rejection."""
@@ -415,10 +463,20 @@ class RetrainController:
         result = quality_gate(candidate, current, numeric, categorical, labels, self.gate)
         details = self._gate_details(result, candidate, current)
         if result.passed:
-            self.registry.promote(
-                name, version, reason=f"quality gate passed: {result.reason}", details=details
-            )
-            action = "promoted"
+            try:
+                self.registry.promote(
+                    name,
+                    version,
+                    reason=f"quality gate passed: {result.reason}",
+                    details=details,
+                    expect=None if current is None else current.version,
+                )
+                action = "promoted"
+            except AliasConflict as error:  # production moved while it was being judged
+                self.registry.record(
+                    name, "rejected", version, reason=error.detail, details=details
+                )
+                action = "rejected"
         else:
             self.registry.record(
                 name,

@@ -55,6 +55,13 @@ _ACTION = re.compile(r"^[a-z][a-z_]{0,63}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class AliasConflict(ConflictError):
+    """An alias move lost a race with another writer (any process, any host)."""
+
+    slug = "alias-conflict"
+    title = "Alias moved concurrently"
+
+
 class AliasRecord(msgspec.Struct, frozen=True, kw_only=True):
     """An alias object: its target and the targets it had before (newest last)."""
 
@@ -154,7 +161,6 @@ class ModelRegistry:
         self._clock = clock
         self._wall_clock = wall_clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
-        self._alias_lock = threading.Lock()
         self._versions: dict[tuple[str, str], Predictor] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
         self._aliases: dict[tuple[str, str], _AliasEntry] = {}
@@ -222,12 +228,16 @@ class ModelRegistry:
         return [] if record is None else list(record.history)
 
     def _read_alias(self, name: str, alias: str) -> AliasRecord | None:
+        return self._read_alias_versioned(name, alias)[0]
+
+    def _read_alias_versioned(self, name: str, alias: str) -> tuple[AliasRecord | None, str | None]:
+        """The alias record and the store's version token of it (``None, None``: no alias)."""
         try:
-            data = self.store.read_bytes(self._alias_key(name, alias))
+            data, token = self.store.read_versioned(self._alias_key(name, alias))
         except NotFound:
-            return None
+            return None, None
         try:
-            return _alias_decoder.decode(data)
+            return _alias_decoder.decode(data), token
         except msgspec.DecodeError as exc:
             raise IntegrityError(f"model {name!r}: alias {alias!r} is corrupt: {exc}") from None
 
@@ -376,23 +386,34 @@ class ModelRegistry:
         alias: str = DEFAULT_ALIAS,
         reason: str = "",
         details: dict[str, Any] | None = None,
+        *,
+        expect: str | None = None,
     ) -> ModelCard:
         """Point ``alias`` at ``version`` (verified first); the old target goes on its history.
 
-        Promoting the current target again changes nothing and records nothing.
+        The move is a conditional write on the alias object as it was read: a concurrent move
+        by any process makes this one fail with :class:`AliasConflict` instead of silently
+        overwriting it. ``expect`` (the version a quality gate compared against) also fails
+        it when the alias no longer points there. Promoting the current target again changes
+        nothing and records nothing.
         """
         _check_name(name)
         _check_alias(alias)
         _check_version(version)
         card, _ = self.load(name, version)  # refuse to promote a missing or tampered artifact
-        with self._alias_lock:
-            current = self._read_alias(name, alias)
-            if current is not None and current.version == version:
-                return card
-            history = [] if current is None else [*current.history, current.version]
-            self._write_alias(
-                name, alias, AliasRecord(version=version, updated_at="", history=history)
+        current, token = self._read_alias_versioned(name, alias)
+        if current is not None and current.version == version:
+            return card
+        if expect is not None and (current is None or current.version != expect):
+            found = None if current is None else current.version
+            raise AliasConflict(
+                f"model {name!r}: alias {alias!r} points at {found!r}, not {expect!r}: "
+                "it was moved since the candidate was judged"
             )
+        history = [] if current is None else [*current.history, current.version]
+        self._write_alias(
+            name, alias, AliasRecord(version=version, updated_at="", history=history), token
+        )
         self.record(
             name,
             "promoted",
@@ -415,23 +436,23 @@ class ModelRegistry:
         """Point ``alias`` back at its previous target; returns that version."""
         _check_name(name)
         _check_alias(alias)
-        with self._alias_lock:
-            current = self._read_alias(name, alias)
-            if current is None:
-                self._require_model(name)
-                raise ModelNotFound(f"model {name!r} has no alias {alias!r}: nothing to roll back")
-            if not current.history:
-                raise ConflictError(
-                    f"model {name!r}: alias {alias!r} has pointed only at version "
-                    f"{current.version!r}; there is no previous version to roll back to"
-                )
-            target = current.history[-1]
-            card, _ = self.load(name, target)  # refuse to roll back onto a broken artifact
-            self._write_alias(
-                name,
-                alias,
-                AliasRecord(version=target, updated_at="", history=current.history[:-1]),
+        current, token = self._read_alias_versioned(name, alias)
+        if current is None:
+            self._require_model(name)
+            raise ModelNotFound(f"model {name!r} has no alias {alias!r}: nothing to roll back")
+        if not current.history:
+            raise ConflictError(
+                f"model {name!r}: alias {alias!r} has pointed only at version "
+                f"{current.version!r}; there is no previous version to roll back to"
             )
+        target = current.history[-1]
+        card, _ = self.load(name, target)  # refuse to roll back onto a broken artifact
+        self._write_alias(
+            name,
+            alias,
+            AliasRecord(version=target, updated_at="", history=current.history[:-1]),
+            token,
+        )
         self.record(
             name,
             "rolled_back",
@@ -444,9 +465,21 @@ class ModelRegistry:
         )
         return target
 
-    def _write_alias(self, name: str, alias: str, record: AliasRecord) -> None:
+    def _write_alias(self, name: str, alias: str, record: AliasRecord, token: str | None) -> None:
+        """Compare-and-swap on the alias object: create-only when there was none, else only
+        if it is still at ``token``; a lost race raises :class:`AliasConflict`."""
         record = msgspec.structs.replace(record, updated_at=self._iso_now())
-        self.store.write_bytes(self._alias_key(name, alias), _json_encoder.encode(record))
+        key = self._alias_key(name, alias)
+        try:
+            if token is None:
+                self.store.write_bytes(key, _json_encoder.encode(record), if_absent=True)
+            else:
+                self.store.write_bytes(key, _json_encoder.encode(record), if_version=token)
+        except ConflictError:
+            raise AliasConflict(
+                f"model {name!r}: alias {alias!r} was moved by someone else at the same time; "
+                "nothing was changed: read it again and retry"
+            ) from None
 
     def record(
         self,

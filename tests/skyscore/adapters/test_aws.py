@@ -8,6 +8,7 @@ import json
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,11 @@ def test_blob_store_contract(store: S3BlobStore, s3: Any) -> None:
     store.write_bytes("z.txt", b"")
     assert s3.get_object(Bucket=BUCKET, Key="root/a/b.txt")["Body"].read() == b"hello"
     info = store.stat("a/b.txt")
-    assert info is not None and info.size == 5 and info.version == s3.head_object(Bucket=BUCKET, Key="root/a/b.txt")["ETag"]
+    assert (
+        info is not None
+        and info.size == 5
+        and info.version == s3.head_object(Bucket=BUCKET, Key="root/a/b.txt")["ETag"]
+    )
     assert [i.key for i in store.list()] == ["a/b.txt", "a/c.txt", "z.txt"]
     assert [i.key for i in store.list("a/")] == ["a/b.txt", "a/c.txt"]
     with store.open_read("a/c.txt") as handle:
@@ -214,6 +219,22 @@ def spec(name: str = "fraud", **changes: Any) -> JobSpec:
     return JobSpec(**values)
 
 
+def test_instance_type_follows_the_estimator() -> None:
+    """A GPU instance only for an estimator that can use one; a spec's own choice wins."""
+    runner = SageMakerJobRunner(
+        ROLE, IMAGE, instance_type="ml.c5.xlarge", gpu_instance_type="ml.g6.xlarge"
+    )
+    assert runner.instance_type_for(spec()) == "ml.c5.xlarge"
+    assert runner.instance_type_for(replace(spec(), estimator="logreg")) == "ml.c5.xlarge"
+    assert runner.instance_type_for(replace(spec(), estimator="xgboost")) == "ml.g6.xlarge"
+    assert (
+        runner.instance_type_for(
+            replace(spec(), estimator="xgboost", instance_type="ml.p4d.24xlarge")
+        )
+        == "ml.p4d.24xlarge"
+    )
+
+
 def test_sagemaker_job_runner(s3: Any) -> None:
     runner = SageMakerJobRunner(ROLE, IMAGE)
     started = runner.start(spec())
@@ -223,7 +244,7 @@ def test_sagemaker_job_runner(s3: Any) -> None:
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert job["AlgorithmSpecification"]["TrainingInputMode"] == "File"
     assert job["RoleArn"] == ROLE
-    assert job["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert job["ResourceConfig"]["InstanceType"] == "ml.m5.large"  # hgb: CPU
     assert job["InputDataConfig"][0]["ChannelName"] == "train"
     assert (
         job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]

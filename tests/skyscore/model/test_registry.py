@@ -522,6 +522,11 @@ class FlakyStore(LocalBlobStore):
             raise OSError("storage unavailable")
         return super().read_bytes(key)
 
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        if self.down:
+            raise OSError("storage unavailable")
+        return super().read_versioned(key)
+
 
 def test_a_storage_error_on_refresh_keeps_serving_the_cached_version(
     tmp_path: Path, clock: FakeClock, models: list[Model]
