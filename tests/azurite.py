@@ -9,6 +9,7 @@ missing the tests fail under ``CI=true`` and skip elsewhere, with the reason.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -163,29 +164,48 @@ def azurite_process() -> Iterator[Azurite]:
                     process.wait(timeout=10)
 
 
+_shared: list[Azurite] = []
+_shared_lock = threading.Lock()
+_stack = contextlib.ExitStack()
+
+
+def shared_azurite() -> Azurite:
+    """The session's one Azurite, started on first use and stopped when the process exits.
+
+    Not a fixture dependency on purpose: importing just ``azurite_blob_store`` or
+    ``azurite_queue`` (as the contract suite does) is enough to use them.
+    """
+    with _shared_lock:
+        if not _shared:
+            _shared.append(_stack.enter_context(azurite_process()))
+            atexit.register(_stack.close)
+        return _shared[0]
+
+
 @pytest.fixture(scope="session")
-def azurite_server() -> Iterator[Azurite]:
-    """One Azurite for the whole session."""
-    with azurite_process() as server:
-        yield server
+def azurite_server() -> Azurite:
+    """The session's Azurite."""
+    return shared_azurite()
 
 
 @pytest.fixture
-def azurite_blob_store(azurite_server: Azurite) -> Iterator[Any]:
+def azurite_blob_store() -> Iterator[Any]:
     """An ``AzureBlobStore`` over a fresh container (deleted afterwards)."""
     from skyscore.adapters.azure import AzureBlobStore
 
+    azurite_server = shared_azurite()
     container = azurite_server.new_container()
     yield AzureBlobStore(container, connection_string=azurite_server.connection_string)
     azurite_server.blob_service().delete_container(container)
 
 
 @pytest.fixture
-def azurite_queue(azurite_server: Azurite) -> Iterator[Any]:
+def azurite_queue() -> Iterator[Any]:
     """An ``AzureQueue`` over a fresh queue whose poison messages (more than
     ``DEAD_LETTER_AFTER`` receives) go to its fresh ``<queue>-poison``."""
     from skyscore.adapters.azure import AzureQueue
 
+    azurite_server = shared_azurite()
     name = azurite_server.new_queue()
     yield AzureQueue(
         name, connection_string=azurite_server.connection_string, max_receives=DEAD_LETTER_AFTER

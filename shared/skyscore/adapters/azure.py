@@ -441,8 +441,10 @@ class AzureQueue(QueuePort):
     (``messageEncoding: base64``), so a queue-triggered function reads what this sends.
 
     Poison messages go to ``<queue>-poison`` after ``max_receives`` deliveries, which is what
-    the host does after ``maxDequeueCount``. Storage Queues have no message attributes: the
-    ones given to :meth:`send` are not kept. A message holds at most 64 KiB once encoded.
+    the host does after ``maxDequeueCount``. Storage Queues have no message attributes: a body
+    sent with attributes travels in a small JSON envelope that :func:`unwrap` opens (the core
+    sends none, so what it enqueues is exactly its body). A message holds at most 64 KiB
+    once encoded.
     """
 
     def __init__(
@@ -510,8 +512,9 @@ class AzureQueue(QueuePort):
         return self._client
 
     def send(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
-        """Enqueue (base64 of the body); returns the message id."""
-        return str(self.client.send_message(bytes(body)).id)
+        """Enqueue (base64 of the body, enveloped only with attributes); returns the id."""
+        payload = wrap(bytes(body), attributes) if attributes else bytes(body)
+        return str(self.client.send_message(payload).id)
 
     def _receive(self, max_messages: int, visibility_timeout: float) -> list[Message]:
         if max_messages <= 0:
@@ -522,15 +525,19 @@ class AzureQueue(QueuePort):
             max_messages=count,
             visibility_timeout=max(1, math.ceil(visibility_timeout)),
         )
-        return [
-            Message(
-                id=str(item.id),
-                body=bytes(item.content or b""),
-                receipt=str(item.pop_receipt),
-                receive_count=int(item.dequeue_count or 1),
+        out: list[Message] = []
+        for item in pages:
+            body, attributes = unwrap(bytes(item.content or b""))
+            out.append(
+                Message(
+                    id=str(item.id),
+                    body=body,
+                    receipt=str(item.pop_receipt),
+                    receive_count=int(item.dequeue_count or 1),
+                    attributes=attributes,
+                )
             )
-            for item in pages
-        ]
+        return out
 
     def ack(self, message: Message) -> None:
         """Delete the message (already gone is fine)."""
@@ -544,9 +551,26 @@ class AzureQueue(QueuePort):
         self.client.update_message(message.id, message.receipt, visibility_timeout=0)
 
 
-def decode_host_body(text: str | bytes) -> bytes:
-    """A queue message's bytes as the host's base64 encoding carries them (tests, tools)."""
-    return base64.b64decode(text, validate=True)
+_ENVELOPE = b'{"skyscore-envelope":1,'
+
+
+def wrap(body: bytes, attributes: dict[str, str]) -> bytes:
+    """A body with attributes as one queue message (Storage Queues carry bodies only)."""
+    record = {"attributes": dict(attributes), "body": base64.b64encode(body).decode("ascii")}
+    return _ENVELOPE + json.dumps(record, separators=(",", ":")).encode()[1:]
+
+
+def unwrap(raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """A message's body and attributes: :func:`wrap`'s envelope opened, anything else as is."""
+    if not raw.startswith(_ENVELOPE):
+        return raw, {}
+    try:
+        record = json.loads(raw)
+        body = base64.b64decode(record["body"], validate=True)
+        attributes = {str(k): str(v) for k, v in dict(record["attributes"]).items()}
+    except (ValueError, KeyError, TypeError):
+        return raw, {}
+    return body, attributes
 
 
 # --------------------------------------------------------------------------------------------

@@ -236,6 +236,27 @@ def test_queue_round_trip_in_the_hosts_encoding(
     queue.ack(got)
 
 
+def test_attributes_travel_in_an_envelope_only_when_given(
+    azurite_queue: AzureQueue, azurite_server: Azurite
+) -> None:
+    from skyscore.adapters.azure import unwrap, wrap
+
+    queue = azurite_queue
+    queue.send(b"plain")
+    queue.send(b"\x00binary", {"n": "1"})
+    raw = [
+        base64.b64decode(m.content)
+        for m in azurite_server.queue_service().get_queue_client(queue.name).peek_messages(2)
+    ]
+    assert raw[0] == b"plain"  # exactly the body: what a queue-triggered function gets
+    assert unwrap(raw[1]) == (b"\x00binary", {"n": "1"}) and raw[1] != b"\x00binary"
+    got = sorted(queue.receive(), key=lambda m: m.body)
+    assert [(m.body, m.attributes) for m in got] == [(b"\x00binary", {"n": "1"}), (b"plain", {})]
+    look_alike = b'{"skyscore-envelope":1,"oops"}'
+    assert unwrap(look_alike) == (look_alike, {})
+    assert unwrap(wrap(b"", {})) == (b"", {})
+
+
 def test_poison_messages_go_to_the_poison_queue(azurite_queue: AzureQueue) -> None:
     queue = azurite_queue
     assert queue.max_receives == DEAD_LETTER_AFTER
