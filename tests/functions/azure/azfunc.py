@@ -1,0 +1,161 @@
+"""Helpers of the Azure function tests: the registered functions (introspected once), the
+context the worker passes, the events the platform sends for a blob, and one test's app."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+
+from azurite import AzureMLFake, Azurite
+from skyscore.adapters.azure import AzureBlobStore, AzureQueue
+from skyscore.model.registry import ModelRegistry
+
+ROOT = Path(__file__).resolve().parents[3]
+APP_DIR = ROOT / "functions" / "azure"
+REFERENCE_EVENTS = ROOT / "tests" / "reference-events" / "azure"
+HOST_JSON = json.loads((APP_DIR / "host.json").read_text())
+MAX_DEQUEUE = int(HOST_JSON["extensions"]["queues"]["maxDequeueCount"])
+DRIFT_RULE = "skyscore-drift"
+ERROR_RULE = "skyscore-error-rate"
+
+_functions: dict[str, Any] = {}
+
+
+def functions() -> dict[str, Any]:
+    """The app's registered functions by name. ``get_functions()`` may run once per app."""
+    if not _functions:
+        from functions.azure import function_app
+
+        _functions.update({f.get_function_name(): f for f in function_app.app.get_functions()})
+    return _functions
+
+
+def call(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Invoke a function's user code, as the worker does."""
+    return functions()[name].get_user_function()(*args, **kwargs)
+
+
+def reference_event(name: str) -> Any:
+    """A verbatim public payload from ``tests/reference-events/azure``."""
+    return json.loads((REFERENCE_EVENTS / name).read_text())
+
+
+class FunctionContext(func.Context):
+    """What the worker passes as ``context``, with this test's invocation id."""
+
+    def __init__(self, invocation_id: str | None = None, function_name: str = "test") -> None:
+        self._invocation_id = invocation_id or str(uuid.uuid4())
+        self._function_name = function_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return str(APP_DIR)
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return None
+
+
+def queue_message(message: Any) -> Any:
+    """What the worker hands a queue-triggered function for a received message (the host has
+    already decoded the base64)."""
+    from azure.functions.queue import QueueMessage
+
+    return QueueMessage(
+        id=message.id,
+        body=message.body,
+        dequeue_count=message.receive_count,
+        pop_receipt=message.receipt,
+    )
+
+
+@dataclass
+class AzureApp:
+    """One test's storage and Azure ML workspace, as the app's settings name them."""
+
+    azurite: Azurite
+    container: str
+    queue_name: str
+    store: AzureBlobStore
+    queue: AzureQueue
+    ml: AzureMLFake
+
+    def registry(self) -> ModelRegistry:
+        """A registry over the container, re-reading aliases on every call."""
+        return ModelRegistry(self.store, refresh_seconds=0)
+
+    def blob_event(self, key: str, *, etag: str | None = None, event_id: str | None = None) -> Any:
+        """The Event Grid ``BlobCreated`` event the storage account publishes for ``key``:
+        the reference payload's shape with this blob's names, ETag and length."""
+        [template] = reference_event("eventgrid-storage-blob-created.json")
+        info = self.store.stat(key)
+        assert info is not None
+        data = dict(template["data"])
+        data.update(
+            eTag=(etag or info.version).strip('"'),
+            contentLength=info.size,
+            url=self.store.uri_for(key),
+        )
+        return func.EventGridEvent(
+            id=event_id or str(uuid.uuid4()),
+            data=data,
+            topic=template["topic"],
+            subject=f"/blobServices/default/containers/{self.container}/blobs/{key}",
+            event_type=template["eventType"],
+            event_time=None,
+            data_version=template["dataVersion"],
+        )
+
+    def input_stream(self, key: str) -> Any:
+        """What the blob trigger hands over: the blob's bytes, ``<container>/<name>``, its
+        URL and properties."""
+        from azure.functions.blob import InputStream
+
+        blob = self.store.client.get_blob_client(key)
+        props = blob.get_blob_properties()
+        data = blob.download_blob().readall()
+        return InputStream(
+            data=data,
+            name=f"{self.container}/{key}",
+            uri=blob.url,
+            length=len(data),
+            blob_properties={"ETag": props.etag, "Length": props.size},
+        )
+
+
+def cancer_csv(data_dir: Path, bad_rows: bool = True) -> bytes:
+    """The demo table without its label; with two bad rows."""
+    rows = list(csv.DictReader(io.StringIO((data_dir / "breast_cancer.csv").read_text())))
+    for row in rows:
+        row.pop("diagnosis")
+    if bad_rows:
+        rows[3]["mean_radius"] = "n/a"
+        rows[10]["worst_area"] = "inf"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
