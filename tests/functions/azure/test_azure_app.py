@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from azfunc import APP_DIR, HOST_JSON, ROOT, functions
 
@@ -152,3 +153,25 @@ def test_start_up_imports_only_azure_functions() -> None:
 def test_funcignore_keeps_tools_out_of_the_package() -> None:
     ignored = (APP_DIR / ".funcignore").read_text().split()
     assert {"package.py", "local.settings.json", ".venv", "__pycache__/"} <= set(ignored)
+
+
+def test_zip_package_layout(tmp_path: Path) -> None:
+    """The zip's root is the app root: function_app.py beside host.json and the core."""
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("azure_package", APP_DIR / "package.py")
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    archive = package.build_zip(package.stage(tmp_path / "app"), tmp_path / "app.zip")
+    names = zipfile.ZipFile(archive).namelist()
+    assert {"function_app.py", "host.json", "requirements.txt"} <= set(names)
+    assert "skyscore/runtime/core.py" in names and "skyscore/adapters/azure.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith(("tests/", "functions/", "package.py"))]
+    # the staged app imports from its own root, as the host imports it
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; import function_app, skyscore.adapters.azure"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "app")], check=True, cwd=tmp_path)
