@@ -139,6 +139,14 @@ class ConflictError(SkyscoreError):
     title = "Conflict"
 
 
+class InputChanged(ConflictError):
+    """The input was modified while it was being scored: its output would match neither
+    version, so it is dropped; the new version is scored on its own (or upload it again)."""
+
+    slug = "input-changed"
+    title = "Input changed while being scored"
+
+
 class ConfigError(SkyscoreError):
     """The deployment is not configured: a required setting is missing or malformed.
 

@@ -175,9 +175,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for step in ("[1/5]", "[5/5]", "3 bad rows reported", "-> 200", "-> 422", "Demo complete"):
         assert step in result.stdout
-    predictions = tmp_path / "demo" / "predictions"
-    assert (predictions / "patients.csv").exists()
-    assert (predictions / "patients.csv.report.html").exists()
+    predictions = tmp_path / "demo" / "predictions" / "cancer"
+    assert (predictions / "patients.predictions.csv").exists()
+    assert (predictions / "patients.predictions.csv.report.html").exists()
 
 
 def test_score_progress_line_is_redrawn_about_once_a_second() -> None:

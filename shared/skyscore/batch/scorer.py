@@ -31,20 +31,21 @@ import contextlib
 import hashlib
 import io
 import itertools
+import logging
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, cast
 
 import msgspec
 import numpy as np
 
 from skyscore.batch.pipeline import FIRST_ERRORS, ScoreReport, score_stream
 from skyscore.coordination import claims
-from skyscore.errors import BadRequest, ConflictError, NotFound, SkyscoreError
+from skyscore.errors import BadRequest, ConflictError, InputChanged, NotFound, SkyscoreError
 from skyscore.formats import DEFAULT_CHUNK_ROWS, detect_format
 from skyscore.model.schema import RowError
 from skyscore.monitoring.drift import DriftAccumulator
@@ -53,7 +54,6 @@ from skyscore.ports import BlobStore, ObjectInfo
 if TYPE_CHECKING:
     from skyscore.model.card import ModelCard
     from skyscore.model.predictor import Predictor
-    from skyscore.model.registry import ModelRegistry
     from skyscore.monitoring.metrics import Metrics
 
 DEFAULT_FANOUT_BYTES = 512 << 20
@@ -77,6 +77,7 @@ Status = Literal[
     "assembled",
 ]
 _json = msgspec.json.Encoder(order="deterministic")
+log = logging.getLogger(__name__)
 
 
 def _succeeded(manifest: dict[str, Any], input_version: str, model_version: str) -> bool:
@@ -106,6 +107,14 @@ class OutputKeys:
     output: str
     errors: str
     manifest: str
+
+
+class Predictors(Protocol):
+    """Where the scorer gets models: a registry, or the local runtime's provider."""
+
+    def get_predictor(self, name: str, ref: str = ..., /) -> Predictor:
+        """A ready predictor for a model name and an alias or version."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +338,7 @@ class BatchScorer:
     def __init__(
         self,
         store: BlobStore,
-        registry: ModelRegistry,
+        registry: Predictors,
         *,
         default_model: str | None = None,
         layout: Layout | None = None,
@@ -340,6 +349,8 @@ class BatchScorer:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         lease_seconds: float = claims.DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
+        reports: bool = True,
+        on_drift: Callable[[str, str, dict[str, Any]], object] | None = None,
     ) -> None:
         if part_bytes < 1 or fanout_bytes < 1:
             raise ValueError("fanout_bytes and part_bytes must be positive")
@@ -354,6 +365,8 @@ class BatchScorer:
         self.chunk_rows = chunk_rows
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.reports = reports
+        self.on_drift = on_drift
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -494,8 +507,17 @@ class BatchScorer:
             plan = self._plan(key, info, fmt, predictor, keys)
             if plan is not None:
                 return plan
+        def unchanged() -> None:
+            now = self.store.stat(key)
+            if now is None or not self.store.same_version(now.version, info.version):
+                raise InputChanged(
+                    f"{key} changed while it was being scored; its partial output was dropped. "
+                    "Write files elsewhere and move (rename) them into place when complete",
+                    field="key",
+                )
+
         with self.store.open_read(key) as source:
-            manifest = self._score_stream(source, info, keys, fmt, predictor)
+            manifest = self._score_stream(source, info, keys, fmt, predictor, verify=unchanged)
         detail = f"{manifest['rows_scored']} rows scored, {manifest['rows_failed']} failed"
         return BatchResult(key, "scored", detail, keys.output, manifest)
 
@@ -506,7 +528,11 @@ class BatchScorer:
         keys: OutputKeys,
         fmt: str,
         predictor: Predictor,
+        *,
+        verify: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
+        """Score into the output, then the error report, then (last) the manifest; ``verify``
+        runs before the manifest: a failure there leaves nothing that looks complete."""
         accumulator = DriftAccumulator(predictor.card)
         with tempfile.SpooledTemporaryFile(ERROR_SPOOL_BYTES) as errors:
             with self.store.open_write(keys.output) as sink:
@@ -524,9 +550,39 @@ class BatchScorer:
         drift = accumulator.result()
         manifest = report.to_manifest(output_name=keys.output, errors_name=keys.errors)
         manifest.update(input_key=info.key, input_version=info.version, drift=drift)
+        if verify is not None:
+            try:
+                verify()
+            except SkyscoreError:
+                for partial in (keys.output, keys.errors):
+                    self.store.delete(partial)
+                raise
+        if self.reports:
+            self._write_report(keys.output, manifest, predictor)
         self.store.write_bytes(keys.manifest, _pretty(manifest))
         self._publish(report, drift)
+        if self.on_drift is not None:
+            self._raise_drift(predictor, drift)
         return manifest
+
+    def _write_report(self, output: str, manifest: dict[str, Any], predictor: Predictor) -> None:
+        """``<output>.report.html``: drift and bad rows of this batch, one self-contained page."""
+        from skyscore.monitoring.report import batch_report_html
+
+        page = batch_report_html(manifest, predictor.card)
+        self.store.write_bytes(f"{output}.report.html", page.encode("utf-8"))
+
+    def _raise_drift(self, predictor: Predictor, drift: dict[str, Any]) -> None:
+        """A drifted batch tells the hook (the local runtime's retraining); never fails a batch."""
+        from skyscore.monitoring.batch import drift_alarm
+
+        alarm = drift_alarm(drift)
+        if alarm is None or self.on_drift is None:
+            return
+        try:
+            self.on_drift(predictor.name, alarm, drift)
+        except Exception:
+            log.exception("the %s hook for %s failed", alarm, predictor.name)
 
     def _publish_errors(self, key: str, errors: BinaryIO, failed: int) -> None:
         if not failed:

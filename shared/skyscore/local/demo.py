@@ -156,7 +156,7 @@ def run_demo(home: LocalHome) -> int:
         steps.begin(f"Scoring a file through the inbox (local runtime at {runtime.url})")
         inbox_file = home.inbox / MODEL / sample.name
         inbox_file.parent.mkdir(parents=True, exist_ok=True)
-        output = home.predictions / sample.name
+        output = home.predictions / MODEL / f"{sample.stem}.predictions{sample.suffix}"
         manifest_path = output.with_name(output.name + ".manifest.json")
         if manifest_path.exists():
             manifest_path.unlink()

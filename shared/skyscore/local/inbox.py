@@ -1,4 +1,19 @@
-"""The local inbox: files dropped into ``<home>/inbox/`` are scored."""
+"""The local inbox: files dropped into ``<home>/inbox/`` are scored by the clouds' pipeline.
+
+* ``inbox/file.csv`` uses the default model (``--model``, or the only model there is);
+  ``inbox/<model>/file.csv`` picks the model. Dotfiles and ``.tmp``/``.part`` names are ignored,
+  symlinks are not followed, and a file is taken only once its size and mtime are unchanged
+  across two polls. Writers should write elsewhere (or under a ``.part`` name) and rename the
+  complete file into the inbox: a file still being written in place after it was taken is
+  detected (its size or mtime changed) and fails instead of being reported scored.
+* A taken file moves to ``processed/<model>/<name>`` (``name-1``, ``name-2``... when an earlier
+  input had that name), and is scored there: ``predictions/<model>/<stem>.predictions.<ext>``,
+  ``.errors.jsonl``, ``.report.html`` and ``.manifest.json``, exactly as on the clouds.
+* The same bytes again under the same name are the same input: not scored twice by one model
+  version. A new production version scores it again.
+* A file-level error (wrong content for its extension, unknown model, missing columns) moves
+  the input to ``failed/`` beside a ``<name>.error.json`` reason: a bad file never loops.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +37,14 @@ from skyscore.serving.dataplane import (
 )
 
 if TYPE_CHECKING:
+    from skyscore.batch.scorer import BatchResult
     from skyscore.model.predictor import Predictor
     from skyscore.monitoring.metrics import Metrics
 
 from skyscore.local.logs import _now_iso
 
 DEFAULT_POLL_SECONDS = 1.0
+PROCESSED = "processed"
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
 EMPTY_FILE_GRACE_SECONDS = 2.0  # a 0-byte file may be a writer that has not started yet
 _BLOCK = 1 << 20
@@ -98,8 +115,25 @@ def _unique(directory: Path, name: str) -> Path:
     raise FileExistsError(f"no free name for {name} in {directory}")
 
 
+class _ProviderPredictors:
+    """A model provider seen as the scorer's source of predictors (the current version)."""
+
+    def __init__(self, provider: ModelProvider) -> None:
+        self.provider = provider
+
+    def get_predictor(self, name: str, ref: str = "production", /) -> Predictor:
+        return self.provider.get(name)
+
+
 class InboxWatcher:
-    """Scores files dropped into ``inbox`` once they are stable; see the module docstring."""
+    """Scores files dropped into ``inbox`` once they are stable; see the module docstring.
+
+    A stable file is first moved (renamed, atomically) to ``processed/<model>/<name>`` under a
+    name no other input has, so a later file of the same name, or a writer that replaces the
+    inbox file, never touches it; then the same :class:`~skyscore.batch.scorer.BatchScorer` as
+    the clouds' scores that key: same output names, manifest, idempotency, failure handling,
+    HTML report and drift hook.
+    """
 
     def __init__(
         self,
@@ -112,16 +146,28 @@ class InboxWatcher:
         on_alarm: Callable[[str, str, dict[str, Any]], object] | None = None,
         after_poll: Callable[[], object] | None = None,
     ) -> None:
+        from skyscore.adapters.local import LocalBlobStore
+        from skyscore.batch.scorer import BatchScorer, Layout
+
         self.metrics = metrics
         self.on_alarm = on_alarm
         self.after_poll = after_poll
+        self.root = home.root
         self.inbox = home.inbox
         self.predictions = home.predictions
-        self.processed = home.root / "processed"
+        self.processed = home.root / PROCESSED
         self.failed = home.root / "failed"
         self.provider = provider
         self.default_model = default_model
         self.poll_seconds = poll_seconds
+        self.store = LocalBlobStore(home.root)
+        self.scorer = BatchScorer(
+            self.store,
+            _ProviderPredictors(provider),
+            layout=Layout(incoming=f"{PROCESSED}/"),
+            metrics=metrics,
+            on_drift=on_alarm,
+        )
         self._seen: dict[Path, tuple[int, int, float]] = {}  # size, mtime_ns, first seen
         self._stuck: dict[Path, tuple[int, int]] = {}  # files that could not even be moved
         for directory in (self.inbox, self.predictions, self.processed, self.failed):
@@ -130,7 +176,8 @@ class InboxWatcher:
     # -- scanning ------------------------------------------------------------------------------
 
     def _candidates(self) -> Iterator[tuple[Path, str | None]]:
-        """(file, model from its folder or None) for every file that may be an input."""
+        """(file, model from its folder or None) for every file that may be an input; symlinks
+        are never followed (one pointing outside the inbox is not an input)."""
         try:
             entries = list(os.scandir(self.inbox))
         except FileNotFoundError:
@@ -211,61 +258,70 @@ class InboxWatcher:
         )
 
     def process(self, path: Path, folder_model: str | None) -> FileOutcome:
-        """Score one stable file and move it to processed/ or failed/ (never raises)."""
+        """Take one stable file into ``processed/``, score it, and report (never raises)."""
         started = time.perf_counter()
         outcome = FileOutcome(
             input=str(path.relative_to(self.inbox)), model=folder_model, status=""
         )
+        taken: Path | None = None
         try:
             model = self._model_for(folder_model)
             outcome.model = model
-            predictor = self.provider.get(model)
-            self._score(path, predictor, outcome)
-            outcome.moved_to = str(self._move(path, self.processed))
+            self.provider.get(model)  # an unknown model fails before the file moves
+            from skyscore.formats import detect_format
+
+            detect_format(path.name)  # so does an unsupported extension
+            taken, key = self._take(path, model)
+            outcome.moved_to = str(taken)
+            result = self.scorer.score_upload(key, owner=f"inbox:{key}")
+            self._report(result, outcome)
+            if result.status == "failed":
+                self._fail(taken, outcome, result.problem or {"detail": result.detail})
         except FileNotFoundError as exc:
-            if path.exists():  # something else is missing: treat it as a failure
-                self._fail(path, outcome, _problem_for(exc))
+            if path.exists() or taken is not None:  # something else is missing: a failure
+                self._fail(taken or path, outcome, _problem_for(exc))
             else:
                 outcome.status = "vanished"
                 outcome.detail = "the file disappeared before it was scored"
         except SkyscoreError as error:
-            self._fail(path, outcome, error.to_problem())
+            self._fail(taken or path, outcome, error.to_problem())
         except Exception as exc:
             _log.exception("scoring %s failed unexpectedly", path)
-            self._fail(path, outcome, _problem_for(exc))
+            self._fail(taken or path, outcome, _problem_for(exc))
         outcome.duration_ms = round((time.perf_counter() - started) * 1e3, 3)
         level = logging.WARNING if outcome.status in ("failed", "stuck") else logging.INFO
         _log.log(level, "inbox file", extra={"fields": outcome.fields()})
         return outcome
 
-    def _score(self, path: Path, predictor: Predictor, outcome: FileOutcome) -> None:
-        """The one place that talks to scoring: dedupe by manifest, then score with drift
-        monitoring (manifest ``drift``, metrics, an HTML report) and raise any drift alarm."""
-        from skyscore.formats import detect_format
-        from skyscore.monitoring.batch import drift_alarm, score_file
+    def _take(self, path: Path, model: str) -> tuple[Path, str]:
+        """Move the file to a name of its own under ``processed/<model>/``: the snapshot that
+        is scored. A file whose bytes equal an earlier input of that name is the same input
+        again: the earlier key is scored (a duplicate when its model version is unchanged)."""
+        directory = self.processed / model
+        directory.mkdir(parents=True, exist_ok=True)
+        original = directory / path.name
+        same = original.exists() and _sha256(original) == _sha256(path)
+        target = _unique(directory, path.name)
+        os.replace(path, target)
+        scored = original if same else target
+        return target, scored.relative_to(self.root).as_posix()
+
+    def _report(self, result: BatchResult, outcome: FileOutcome) -> None:
         from skyscore.monitoring.drift import summary
 
-        detect_format(path.name)  # an unsupported extension fails before any work
-        output = self.predictions / path.name
-        outcome.output = str(output)
-        manifest = output.with_name(output.name + ".manifest.json")
-        digest = _sha256(path)
-        if output.exists() and _same_scoring(manifest, digest, predictor):
-            outcome.status = "duplicate"
-            outcome.detail = f"already scored by {predictor.name} version {predictor.version}"
-            return
-        report, drift = score_file(path, output, predictor, metrics=self.metrics, report_html=True)
-        alarm = drift_alarm(drift)
-        if alarm is not None and self.on_alarm is not None:
-            try:
-                self.on_alarm(predictor.name, alarm, drift)
-            except Exception:  # monitoring must never break scoring
-                _log.exception("handling the %s alarm for %s failed", alarm, predictor.name)
-        outcome.extra = {"drift": summary(drift)}
-        outcome.status = "scored"
-        outcome.rows_scored = report.rows_scored
-        outcome.rows_failed = report.rows_failed
-        outcome.extra.update(version=predictor.version, input_sha256=report.input_sha256)
+        outcome.status = result.status
+        outcome.detail = result.detail or None
+        outcome.output = None if result.output is None else str(self.root / result.output)
+        manifest = result.manifest or {}
+        outcome.rows_scored = int(manifest.get("rows_scored") or 0)
+        outcome.rows_failed = int(manifest.get("rows_failed") or 0)
+        if result.status == "scored":
+            model = manifest.get("model") or {}
+            outcome.extra = {
+                "drift": summary(manifest.get("drift") or {}),
+                "version": model.get("version"),
+                "input_sha256": manifest.get("input_sha256"),
+            }
 
     def _move(self, path: Path, directory: Path) -> Path:
         target = _unique(directory, path.name)
@@ -300,20 +356,3 @@ class InboxWatcher:
 def _problem_for(exc: BaseException) -> dict[str, Any]:
     """A problem for an untyped failure: its type and message, never a traceback."""
     return SkyscoreError(f"{type(exc).__name__}: {exc}").to_problem()
-
-
-def _same_scoring(manifest: Path, digest: str, predictor: Predictor) -> bool:
-    """True when ``manifest`` records this exact input scored by this exact model version."""
-    try:
-        record = msgspec.json.decode(manifest.read_bytes())
-    except (OSError, msgspec.DecodeError):
-        return False
-    if not isinstance(record, dict):
-        return False
-    model = record.get("model")
-    return (
-        record.get("input_sha256") == digest
-        and isinstance(model, dict)
-        and model.get("name") == predictor.name
-        and model.get("version") == predictor.version
-    )

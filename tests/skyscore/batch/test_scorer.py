@@ -244,3 +244,55 @@ def test_claims(store: LocalBlobStore) -> None:
     assert claims.acquire(store, "c.json", "c", clock=lambda: now[0]).outcome == "finished"
     claims.release(store, "c.json")
     assert claims.acquire(store, "c.json", "c").acquired
+
+
+def test_an_input_changed_while_scored_fails_and_leaves_no_output(
+    store: LocalBlobStore, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 4: a file appended to (or rewritten in place) while it is scored is
+    detected by its version; its partial output is dropped and it is never reported scored.
+    Scoring it again afterwards gives the full output."""
+    import skyscore.batch.scorer as scorer_module
+
+    scorer = BatchScorer(store, registry, default_model="tiny")
+    key = "incoming/tiny/growing.csv"
+    store.write_bytes(key, table(200))
+    real = scorer_module.score_stream
+
+    def slow_writer_appends(*args: object, **kwargs: object) -> object:
+        report = real(*args, **kwargs)  # type: ignore[arg-type]
+        path = store.path(key)
+        with path.open("ab") as handle:  # the writer was not done after all
+            handle.write(b"0.1,0.2,red\n")
+        return report
+
+    monkeypatch.setattr(scorer_module, "score_stream", slow_writer_appends)
+    result = scorer.score_upload(key, owner="a")
+    assert result.status == "failed" and "changed while it was being scored" in result.detail
+    keys = scorer.layout.output_keys(key)
+    assert not store.exists(keys.output) and not store.exists(keys.errors)
+    manifest = json.loads(store.read_bytes(keys.manifest))
+    assert manifest["status"] == "failed" and manifest["error"]["type"].endswith("/input-changed")
+    monkeypatch.undo()
+    again = scorer.score_upload(key, owner="b")  # the failure is retryable
+    assert again.status == "scored" and again.manifest is not None
+    assert again.manifest["rows_read"] == 201
+
+
+def test_a_failure_is_retryable_once_the_model_exists(
+    store: LocalBlobStore, registry: ModelRegistry
+) -> None:
+    """Issue 13, item 5: a file uploaded before its model existed fails with a reason; the same
+    object is scored once the model is registered (idempotency counts successes only)."""
+    scorer = BatchScorer(store, registry)
+    key = "incoming/later/file.csv"
+    store.write_bytes(key, table(20))
+    first = scorer.score_upload(key, owner="a")
+    assert first.status == "failed" and first.problem is not None
+    assert first.problem["status"] == 404
+    card, data = tiny_model(0.4, name="later")
+    registry.register(card, data, name="later")
+    registry.promote("later", "1")
+    second = scorer.score_upload(key, owner="a")
+    assert second.status == "scored"
+    assert scorer.score_upload(key, owner="c").status == "duplicate"

@@ -116,7 +116,7 @@ def drop_shifted(home: Path, tmp: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target.with_suffix(".part"))
     target.with_suffix(".part").rename(target)
-    manifest = home / "predictions" / "batch.csv.manifest.json"
+    manifest = home / "predictions" / "fraud" / "batch.predictions.csv.manifest.json"
     return wait_for(lambda: manifest if manifest.exists() else None, "the scored manifest")
 
 
@@ -150,7 +150,7 @@ def test_drift_retrains_promotes_and_server_follows(
         manifest = json.loads(drop_shifted(home, tmp_path).read_text())
         assert manifest["drift"]["status"] == "drift"
         assert manifest["drift"]["max_psi"] > 0.25
-        report = home / "predictions" / "batch.csv.report.html"
+        report = home / "predictions" / "fraud" / "batch.predictions.csv.report.html"
         wait_for(report.exists, "the batch's HTML report", timeout=30)
 
         wait_for(lambda: registry.alias_target("fraud") == "2", "the candidate's promotion")

@@ -284,26 +284,28 @@ def _files(directory: Path) -> list[str]:
 
 def test_inbox_scores_reports_and_deduplicates(runtime: LocalRuntime, cancer_csv: str) -> None:
     home = runtime.home.root
-    predictions = home / "predictions"
+    predictions = home / "predictions" / "cancer"
     drop(home / "inbox" / "batch.csv", cancer_csv)
-    manifest_path = predictions / "batch.csv.manifest.json"
-    wait_for((home / "processed" / "batch.csv").exists, "the input to be processed")
+    manifest_path = predictions / "batch.predictions.csv.manifest.json"
+    wait_for((home / "processed" / "cancer" / "batch.csv").exists, "the input to be processed")
+    wait_for(manifest_path.exists, "the manifest")
 
     assert _files(predictions) == [
-        "batch.csv",
-        "batch.csv.errors.jsonl",
-        "batch.csv.manifest.json",
-        "batch.csv.report.html",
+        "batch.predictions.csv",
+        "batch.predictions.csv.errors.jsonl",
+        "batch.predictions.csv.manifest.json",
+        "batch.predictions.csv.report.html",
     ]
     manifest = json.loads(manifest_path.read_text())
     assert (manifest["rows_read"], manifest["rows_scored"], manifest["rows_failed"]) == (10, 8, 2)
     assert manifest["model"]["name"] == "cancer" and manifest["model"]["version"] == "1"
+    assert manifest["input_key"] == "processed/cancer/batch.csv"
     errors = [
         json.loads(line)
-        for line in (predictions / "batch.csv.errors.jsonl").read_text().splitlines()
+        for line in (predictions / "batch.predictions.csv.errors.jsonl").read_text().splitlines()
     ]
     assert [(e["row"], e["column"]) for e in errors] == [(3, "mean_radius"), (7, "worst_area")]
-    output = list(csv.DictReader(io.StringIO((predictions / "batch.csv").read_text())))
+    output = list(csv.DictReader(io.StringIO((predictions / "batch.predictions.csv").read_text())))
     assert len(output) == 8
     assert [int(r["row"]) for r in output] == [1, 2, 4, 5, 6, 8, 9, 10]
     assert not (home / "inbox" / "batch.csv").exists()
@@ -311,12 +313,33 @@ def test_inbox_scores_reports_and_deduplicates(runtime: LocalRuntime, cancer_csv
     before = {name: (predictions / name).read_bytes() for name in _files(predictions)}
     mtimes = {name: (predictions / name).stat().st_mtime_ns for name in before}
     drop(home / "inbox" / "cancer" / "batch.csv", cancer_csv)  # the same file, again
-    wait_for(lambda: len(_files(home / "processed")) == 2, "the duplicate to be processed")
+    processed = home / "processed" / "cancer"
+    wait_for(lambda: len(_files(processed)) == 2, "the duplicate to be processed")
+    time.sleep(10 * POLL)
     after = {name: (predictions / name).read_bytes() for name in _files(predictions)}
     assert after == before
     assert {name: (predictions / name).stat().st_mtime_ns for name in after} == mtimes
-    assert _files(home / "processed") == ["batch-1.csv", "batch.csv"]
+    assert _files(processed) == ["batch-1.csv", "batch.csv"]
     assert _files(home / "failed") == []
+
+
+def test_a_second_file_of_the_same_name_keeps_the_first_ones_results(
+    runtime: LocalRuntime, cancer_csv: str
+) -> None:
+    """Issue 20, item 3: outputs are keyed by the input's own name in processed/, never by the
+    dropped name alone, so a different batch.csv does not overwrite the first one's results."""
+    home = runtime.home.root
+    predictions = home / "predictions" / "cancer"
+    drop(home / "inbox" / "batch.csv", cancer_csv)
+    first = predictions / "batch.predictions.csv.manifest.json"
+    wait_for(first.exists, "the first file")
+    first_output = (predictions / "batch.predictions.csv").read_bytes()
+    other = "\n".join(cancer_csv.splitlines()[:4]) + "\n"  # different bytes, same name
+    drop(home / "inbox" / "batch.csv", other)
+    second = predictions / "batch-1.predictions.csv.manifest.json"
+    wait_for(second.exists, "the second file")
+    assert (predictions / "batch.predictions.csv").read_bytes() == first_output
+    assert json.loads(second.read_text())["rows_read"] == 3
 
 
 def test_a_new_version_rescores(
@@ -324,8 +347,8 @@ def test_a_new_version_rescores(
 ) -> None:
     home = runtime.home.root
     drop(home / "inbox" / "again.csv", cancer_csv)
-    manifest_path = home / "predictions" / "again.csv.manifest.json"
-    wait_for((home / "processed" / "again.csv").exists, "the first scoring")
+    manifest_path = home / "predictions" / "cancer" / "again.predictions.csv.manifest.json"
+    wait_for(manifest_path.exists, "the first scoring")
     card = registry.register(demo_model.card, demo_model.onnx_bytes)
     registry.promote("cancer", card.version)
     drop(home / "inbox" / "again.csv", cancer_csv)
@@ -358,10 +381,14 @@ def test_file_level_errors_go_to_failed(runtime: LocalRuntime, cancer_csv: str) 
     assert unknown["model"] == "ghost" and unknown["problem"]["status"] == 404
     unsupported = json.loads((failed / "notes.txt.error.json").read_text())
     assert unsupported["problem"]["type"].endswith("/unsupported-format")
-    assert _files(home / "predictions") == []
+    # as on the clouds, a file that reached the scorer has a failure manifest and no output
+    written = [p for p in (home / "predictions").rglob("*") if p.is_file()]
+    assert [p.name for p in written] == ["zipped.predictions.csv.manifest.json"]
+    assert json.loads(written[0].read_text())["status"] == "failed"
     # the runtime is still healthy: a good file after the bad ones is scored
     drop(inbox / "fine.csv", cancer_csv)
-    wait_for((home / "predictions" / "fine.csv.manifest.json").exists, "a good file")
+    fine = home / "predictions" / "cancer" / "fine.predictions.csv.manifest.json"
+    wait_for(fine.exists, "a good file")
 
 
 def test_ignored_names_are_left_alone(runtime: LocalRuntime, cancer_csv: str) -> None:
@@ -369,7 +396,7 @@ def test_ignored_names_are_left_alone(runtime: LocalRuntime, cancer_csv: str) ->
     for name in (".hidden.csv", "upload.csv.part", "upload.csv.tmp", "x.csv~"):
         (inbox / name).write_text(cancer_csv)
     drop(inbox / "marker.csv", cancer_csv)
-    wait_for((runtime.home.root / "processed" / "marker.csv").exists, "the marker")
+    wait_for((runtime.home.root / "processed" / "cancer" / "marker.csv").exists, "the marker")
     time.sleep(5 * POLL)
     assert _files(inbox) == [".hidden.csv", "upload.csv.part", "upload.csv.tmp", "x.csv~"]
 
@@ -391,7 +418,7 @@ def test_watcher_waits_for_a_stable_file(
     assert [(o.status, o.rows_scored, o.rows_failed, o.model) for o in outcomes] == [
         ("scored", 8, 2, "cancer")  # the only model is the default
     ]
-    assert outcomes[0].moved_to == str(tmp_path / "processed" / "growing.csv")
+    assert outcomes[0].moved_to == str(tmp_path / "processed" / "cancer" / "growing.csv")
     assert watcher.poll() == []
 
 
@@ -420,7 +447,7 @@ def test_watcher_survives_an_unmovable_file(
     def refuse(src: Any, dst: Any) -> None:
         raise PermissionError("read-only")
 
-    monkeypatch.setattr("skyscore.local.runtime.os.replace", refuse)
+    monkeypatch.setattr("skyscore.local.inbox.os.replace", refuse)
     (outcome,) = watcher.poll()
     assert outcome.status == "stuck"
     assert watcher.poll() == [] and watcher.poll() == []  # not retried while unchanged
