@@ -23,6 +23,9 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 REFERENCE_EVENTS = Path(__file__).resolve().parent / "reference-events" / "aws"
 SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
+ROOT = Path(__file__).resolve().parents[1]
+# the work queue's redrive policy in the handler tests
+MAX_RECEIVES = 2
 
 
 @contextlib.contextmanager

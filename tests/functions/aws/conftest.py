@@ -10,17 +10,15 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_moto import Aws, environment, moto_server, reset
+from aws_moto import MAX_RECEIVES, ROOT, Aws, environment, moto_server, reset
 from skyscore.adapters.aws import S3BlobStore
 from skyscore.model.registry import ModelRegistry
 from skyscore.training.train import TrainResult
 
-ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # the Lambda package root holds functions/ beside skyscore/
     sys.path.insert(0, str(ROOT))
 
 BUCKET = "skyscore-test-data"
-MAX_RECEIVES = 2
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aws_moto import Aws, LambdaContext, drain, reference_event, sample_event, sqs_event
+from aws_moto import MAX_RECEIVES, Aws, LambdaContext, drain, reference_event, sample_event, sqs_event
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry
 
@@ -123,8 +123,6 @@ def test_inline_records_record_drift_and_metrics_once_per_batch_like_objects(
 def test_poison_messages_end_in_the_dead_letter_queue(aws: Aws, cancer: ModelRegistry) -> None:
     """SQS's redrive policy moves a message after maxReceiveCount failed receives; the function
     only reports the failure each time."""
-    from conftest import MAX_RECEIVES
-
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody='{"kind": "part", "job": "nope"}')
     receives = 0
     while messages := aws.sqs.receive_message(

@@ -17,8 +17,7 @@ import sys
 import textwrap
 from typing import Any
 
-from aws_moto import Aws, sample_event
-from conftest import ROOT
+from aws_moto import ROOT, Aws, sample_event
 from skyscore.model.registry import ModelRegistry
 
 IMPORTS = textwrap.dedent(
