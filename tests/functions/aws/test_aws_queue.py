@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from aws_moto import MAX_RECEIVES, Aws, LambdaContext, drain, reference_event, sample_event, sqs_event
+from aws_moto import (
+    MAX_RECEIVES,
+    Aws,
+    LambdaContext,
+    drain,
+    reference_event,
+    sample_event,
+    sqs_event,
+)
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry
 
