@@ -4,6 +4,12 @@ AWS Lambda, Azure Functions, Cloud Functions and the local server each turn thei
 into a :class:`Request` and their native reply from a :class:`Response`; routing, limits,
 validation and error rendering live here, once, so every deployment answers the same way.
 
+The layering runs one way, as in MLServer's ``rest/endpoints.py``: :mod:`.routes` describes the
+API (messages, route table, router), :mod:`.openapi` documents it, and this module binds each
+route's ``operation`` to a handler in :data:`HANDLERS`, an explicit table checked against the
+route table at import. Every failure is a :class:`~skyscore.errors.SkyscoreError` raised by a
+handler and rendered in one place, :meth:`DataPlane.error_response`.
+
 Models come from a :class:`ModelProvider` (``get(name)``, ``names()``, ``ready()``), so the
 dataplane knows nothing of registries or blob stores; :class:`RegistryModelProvider` adapts a
 :class:`~skyscore.model.registry.ModelRegistry`. This is the hot path: msgspec for JSON, a routing
@@ -36,6 +42,23 @@ from skyscore.errors import (
 from skyscore.model.schema import FLOAT32_MAX, MISSING_CATEGORY, Batch, InputSchema
 from skyscore.monitoring.online import OnlineDrift
 from skyscore.serving import v2
+from skyscore.serving.openapi import openapi_json
+from skyscore.serving.routes import (
+    JSON_CONTENT_TYPE,
+    ROUTES,
+    ModelList,
+    ModelSummary,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    Problem,
+    Route,
+    RowErrorItem,
+    V2Problem,
+    match,
+    package_version,
+)
+from skyscore.serving.routes import MATCHES as _MATCHES
 
 if TYPE_CHECKING:
     from skyscore.model.predictor import Predictor
@@ -44,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_INSTANCES",
+    "HANDLERS",
     "JSON_CONTENT_TYPE",
     "ROUTES",
     "DataPlane",
@@ -60,6 +84,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "RowErrorItem",
     "StaticModelProvider",
     "V2Problem",
     "match",
@@ -68,7 +93,6 @@ __all__ = [
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # AWS Lambda's synchronous payload limit
 DEFAULT_MAX_INSTANCES = 10_000
-JSON_CONTENT_TYPE = "application/json"
 
 _log = logging.getLogger(__name__)
 
@@ -184,72 +208,6 @@ class Response:
         return msgspec.json.decode(self.body)
 
 
-# ------------------------------------------------------------------------------ /v1 messages
-class PredictRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """``POST /v1/models/{name}/predict`` body: each instance maps column names to values."""
-
-    instances: list[Any]
-    id_column: str | None = None
-
-
-class Prediction(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One prediction: the id (when the model or request names an id column), label, probabilities."""
-
-    label: str | int
-    probabilities: dict[str, float]
-    id: Any | None = None
-
-
-class PredictResponse(msgspec.Struct, kw_only=True):
-    """``POST /v1/models/{name}/predict`` answer, predictions in instance order."""
-
-    predictions: list[Prediction]
-    model: str
-    version: str
-
-
-class ModelSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A model and the version its serving alias points at (``ready`` false: ``detail`` says why)."""
-
-    name: str
-    version: str | None
-    ready: bool
-    detail: str | None = None
-
-
-class ModelList(msgspec.Struct, kw_only=True):
-    """``GET /v1/models``."""
-
-    models: list[ModelSummary]
-
-
-class RowErrorItem(msgspec.Struct, kw_only=True):
-    """One rejected instance in a 422 problem's ``errors`` list."""
-
-    row: int
-    column: str | None
-    reason: str
-
-
-class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """RFC 9457 problem details; 422s also name the instance (``row``) and ``field``."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    field: str | None = None
-    row: int | None = None
-    errors: list[RowErrorItem] | None = None
-
-
-class V2Problem(Problem, kw_only=True):
-    """A problem that also carries the Open Inference Protocol's ``error`` member."""
-
-    error: str
-
-
 # ------------------------------------------------------------------------------ models
 class ModelProvider(Protocol):
     """Where the dataplane gets predictors; raise ``ModelNotFound`` for unknown names."""
@@ -327,160 +285,6 @@ class RegistryModelProvider:
                 continue
             return True
         return False
-
-
-# ------------------------------------------------------------------------------ routes
-ANY_ERROR = (404, 405, 500)
-BODY_ERRORS = (400, 413, 415, 422)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One endpoint: what the router matches, the handler it calls and what OpenAPI documents."""
-
-    method: str
-    path: str  # template; ``{name}`` segments are parameters
-    operation: str  # OpenAPI operationId; the handler is ``DataPlane._op_<operation>``
-    summary: str
-    response: Any  # the msgspec type of the success body
-    request: Any = None  # the msgspec type of the JSON body, None for no body
-    status: int = 200
-    errors: tuple[int, ...] = ANY_ERROR
-    tag: str = "v1"
-
-    @property
-    def v2(self) -> bool:
-        """Open Inference Protocol routes add the ``error`` member to problems."""
-        return self.path.startswith("/v2")
-
-
-ROUTES: tuple[Route, ...] = (
-    Route(
-        "POST",
-        "/v1/models/{name}/predict",
-        "predict",
-        "Predict labels and class probabilities for JSON instances",
-        PredictResponse,
-        PredictRequest,
-        errors=(*ANY_ERROR, *BODY_ERRORS),
-    ),
-    Route(
-        "GET",
-        "/v1/models/{name}/drift",
-        "drift",
-        "Drift of recent HTTP traffic against the model card's baseline (rolling window)",
-        dict[str, Any],
-    ),
-    Route("GET", "/v1/models", "list_models", "List models and their serving versions", ModelList),
-    Route("GET", "/v2", "server_metadata", "Server metadata", v2.ServerMetadata, tag="v2"),
-    Route("GET", "/v2/health/live", "live", "Liveness", v2.LiveResponse, tag="v2"),
-    Route(
-        "GET",
-        "/v2/health/ready",
-        "ready",
-        "Readiness: 200 when at least one model loads",
-        v2.ReadyResponse,
-        errors=(*ANY_ERROR, 503),
-        tag="v2",
-    ),
-    Route(
-        "GET", "/v2/models/{name}", "model_metadata", "Model metadata", v2.ModelMetadata, tag="v2"
-    ),
-    Route(
-        "GET",
-        "/v2/models/{name}/ready",
-        "model_ready",
-        "Model readiness",
-        v2.ModelReadyResponse,
-        errors=(*ANY_ERROR, 503),
-        tag="v2",
-    ),
-    Route(
-        "POST",
-        "/v2/models/{name}/infer",
-        "infer",
-        "Open Inference Protocol inference",
-        v2.InferenceResponse,
-        v2.InferenceRequest,
-        errors=(*ANY_ERROR, *BODY_ERRORS),
-        tag="v2",
-    ),
-    Route("GET", "/openapi.json", "openapi", "This OpenAPI document", dict[str, Any], tag="meta"),
-)
-
-
-class _Node:
-    """A routing trie node: literal children, one parameter child, routes by method."""
-
-    __slots__ = ("children", "methods", "param")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.param: _Node | None = None
-        self.methods: dict[str, Route] = {}
-
-
-def _build_trie(routes: Iterable[Route]) -> _Node:
-    root = _Node()
-    for route in routes:
-        node = root
-        for segment in route.path.strip("/").split("/"):
-            if segment.startswith("{") and segment.endswith("}"):
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                node = node.children.setdefault(segment, _Node())
-        if route.method in node.methods:
-            raise ValueError(f"duplicate route {route.method} {route.path}")
-        node.methods[route.method] = route
-    return root
-
-
-_TRIE = _build_trie(ROUTES)
-
-
-_MATCHES: dict[str, tuple[dict[str, Route], list[str]]] = {}
-_MATCHES_MAX = 4096  # distinct routed paths remembered (model names are few)
-
-
-def match(path: str) -> tuple[dict[str, Route], list[str]] | None:
-    """The routes (by method) at ``path`` and its parameter values, or ``None``.
-
-    Successful matches are remembered (a serving process sees a handful of distinct paths);
-    callers must not modify the result.
-    """
-    found = _MATCHES.get(path)
-    if found is not None:
-        return found
-    found = _walk(path)
-    if found is not None:
-        if len(_MATCHES) >= _MATCHES_MAX:
-            _MATCHES.clear()
-        _MATCHES[path] = found
-    return found
-
-
-def _walk(path: str) -> tuple[dict[str, Route], list[str]] | None:
-    node: _Node | None = _TRIE
-    params: list[str] = []
-    for segment in path.strip("/").split("/"):
-        assert node is not None
-        child = node.children.get(segment)
-        if child is None:
-            child = node.param
-            if child is None or not segment:
-                return None
-            if "%" in segment:
-                from urllib.parse import unquote
-
-                params.append(unquote(segment))
-            else:
-                params.append(segment)
-        node = child
-    if node is None or not node.methods:
-        return None
-    return node.methods, params
 
 
 # ------------------------------------------------------------------------------ the dataplane
@@ -654,6 +458,8 @@ _UNSEEN: Any = object()  # a schema whose decoder is not built yet (``None`` mea
 
 
 Handler = Callable[..., "Response"]
+"""A route's handler: ``(plane, request, *path parameters) -> Response``; it raises a
+``SkyscoreError`` for every failure (the dataplane renders it)."""
 
 
 class DataPlane:
@@ -676,9 +482,6 @@ class DataPlane:
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
         self._decoders: dict[InputSchema, InstanceDecoder | None] = {}
-        self._handlers: dict[str, Handler] = {
-            route.operation: getattr(self, f"_op_{route.operation}") for route in ROUTES
-        }
 
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises, never puts a stack trace in the body.
@@ -708,7 +511,7 @@ class DataPlane:
                 length = len(request.body)
                 if length > self.max_body_bytes or content_type != JSON_CONTENT_TYPE:
                     self.check_body(length, content_type)  # the checks in full, off the fast path
-            return self._handlers[route.operation](request, *params)
+            return HANDLERS[route.operation](self, request, *params)
         except SkyscoreError as error:
             return self.error_response(error, request.path)
         except Exception:
@@ -764,7 +567,7 @@ class DataPlane:
 
     # -- /v1 -----------------------------------------------------------------------------------
 
-    def _op_predict(self, request: Request, name: str) -> Response:
+    def predict(self, request: Request, name: str) -> Response:
         predictor = self.provider.get(name)
         decoder = self._decoders.get(predictor.schema, _UNSEEN)
         if decoder is _UNSEEN:
@@ -807,10 +610,10 @@ class DataPlane:
                 extra={"max_instances": self.max_instances},
             )
 
-    def _op_drift(self, request: Request, name: str) -> Response:
+    def drift(self, request: Request, name: str) -> Response:
         return self._json(self.online_drift.result(self.provider.get(name)))
 
-    def _op_list_models(self, request: Request) -> Response:
+    def list_models(self, request: Request) -> Response:
         models: list[ModelSummary] = []
         for name in self.provider.names():
             try:
@@ -830,25 +633,23 @@ class DataPlane:
 
     # -- /v2 -----------------------------------------------------------------------------------
 
-    def _op_server_metadata(self, request: Request) -> Response:
+    def server_metadata(self, request: Request) -> Response:
         return self._json(
             v2.ServerMetadata(name="skyscore", version=package_version(), extensions=[])
         )
 
-    def _op_live(self, request: Request) -> Response:
+    def live(self, request: Request) -> Response:
         return self._json(v2.LiveResponse(live=True))
 
-    def _op_ready(self, request: Request) -> Response:
+    def ready(self, request: Request) -> Response:
         if not self.provider.ready():
-            return self.error_response(
-                _NotReady("no model is ready: register and promote one"), request.path
-            )
+            raise _NotReady("no model is ready: register and promote one")
         return self._json(v2.ReadyResponse(ready=True))
 
-    def _op_model_metadata(self, request: Request, name: str) -> Response:
+    def model_metadata(self, request: Request, name: str) -> Response:
         return self._json(v2.model_metadata(self.provider.get(name)))
 
-    def _op_model_ready(self, request: Request, name: str) -> Response:
+    def model_ready(self, request: Request, name: str) -> Response:
         try:
             self.provider.get(name)
         except NotFound:
@@ -860,7 +661,7 @@ class DataPlane:
             raise _NotReady(f"model {name!r} failed to load; see the server log") from None
         return self._json(v2.ModelReadyResponse(name=name, ready=True))
 
-    def _op_infer(self, request: Request, name: str) -> Response:
+    def infer(self, request: Request, name: str) -> Response:
         predictor = self.provider.get(name)
         inference: v2.InferenceRequest = _decode(
             v2.request_decoder, request.body, "an Open Inference Protocol request"
@@ -880,9 +681,7 @@ class DataPlane:
 
     # -- meta ----------------------------------------------------------------------------------
 
-    def _op_openapi(self, request: Request) -> Response:
-        from skyscore.serving.openapi import openapi_json
-
+    def openapi(self, request: Request) -> Response:
         return Response(200, {"content-type": JSON_CONTENT_TYPE}, openapi_json())
 
 
@@ -894,16 +693,20 @@ class _NotReady(SkyscoreError):
     title = "Service unavailable"
 
 
-_VERSION: list[str] = []
-
-
-def package_version() -> str:
-    """The installed skyscore version (read once; importlib.metadata is slow)."""
-    if not _VERSION:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            _VERSION.append(version("skyscore"))
-        except PackageNotFoundError:
-            _VERSION.append("0+unknown")
-    return _VERSION[0]
+# The route table's operations bound to their handlers: explicit, so reading it shows what serves
+# each route (no lookup by name), and checked against ROUTES so neither can drift from the other.
+HANDLERS: dict[str, Handler] = {
+    "predict": DataPlane.predict,
+    "drift": DataPlane.drift,
+    "list_models": DataPlane.list_models,
+    "server_metadata": DataPlane.server_metadata,
+    "live": DataPlane.live,
+    "ready": DataPlane.ready,
+    "model_metadata": DataPlane.model_metadata,
+    "model_ready": DataPlane.model_ready,
+    "infer": DataPlane.infer,
+    "openapi": DataPlane.openapi,
+}
+_UNBOUND = {route.operation for route in ROUTES} ^ HANDLERS.keys()
+if _UNBOUND:
+    raise RuntimeError(f"routes and handlers disagree on {sorted(_UNBOUND)}")

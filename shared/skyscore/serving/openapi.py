@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the HTTP API, generated from the dataplane's route table.
 
-Paths come from :data:`skyscore.serving.dataplane.ROUTES` (the table the router is built from) and
+Paths come from :data:`skyscore.serving.routes.ROUTES` (the table the router is built from) and
 schemas from the same msgspec types that decode requests, via
 ``msgspec.json.schema_components``; so the document describes exactly what the server does.
 Built on first request and cached: nothing here runs on a cold start.
@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from skyscore.errors import PROBLEM_CONTENT_TYPE
-from skyscore.serving.dataplane import (
+from skyscore.serving.routes import (
     JSON_CONTENT_TYPE,
     ROUTES,
     Problem,
