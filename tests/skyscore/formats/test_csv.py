@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from skyscore.errors import InvalidInput
 from skyscore.formats import csv as csv_format
+from skyscore.formats import csv_json, csv_loadtxt
 from skyscore.formats.base import (
     concat_batches,
     iter_counted_line_chunks,
@@ -25,6 +26,8 @@ from skyscore.formats.base import (
     parse_number,
 )
 from skyscore.formats.csv import EMPTY_SENTINEL, CsvEncoder, CsvFormat, CsvLayout, fill_empty_fields
+from skyscore.formats.csv_arrow import find_pyarrow
+from skyscore.formats.csv_loadtxt import LoadtxtPlan
 from skyscore.model.schema import FLOAT32_MAX, Batch, InputSchema, RowError
 
 SCHEMA = InputSchema(["x1", "x2"], ["color"], id_column="id")
@@ -60,7 +63,7 @@ def same_batch(a: Batch, b: Batch) -> bool:
     )
 
 
-def refuse_loadtxt(self: CsvLayout, lines: list[str]) -> np.ndarray:
+def refuse_loadtxt(self: LoadtxtPlan, lines: list[str]) -> np.ndarray:
     """Stand-in for the loadtxt path: its chunks fall back to the stdlib csv module."""
     raise ValueError("loadtxt path disabled")
 
@@ -76,8 +79,8 @@ def decode_with(text: str, paths: str, **kwargs: Any) -> tuple[Batch, list[RowEr
         if paths != "all":
             patch.setattr(CsvLayout, "parse_json", refuse_json)
         if paths == "slow":
-            patch.setattr(CsvLayout, "loadtxt", refuse_loadtxt)
-        patch.setattr(csv_format, "MIN_SEGMENT", 2)  # isolate bad lines down to single ones
+            patch.setattr(LoadtxtPlan, "loadtxt", refuse_loadtxt)
+        patch.setattr(csv_loadtxt, "MIN_SEGMENT", 2)  # isolate bad lines down to single ones
         return decode(text, **kwargs)
 
 
@@ -452,7 +455,7 @@ def test_all_paths_agree(rows: list[tuple[str, str, str, str]]) -> None:
 
 def _json_number_agrees(text: str) -> None:
     try:
-        value = csv_format._JSON_NUMBERS.decode(b"[" + text.encode() + b"]")[0]
+        value = csv_json.JSON_NUMBERS.decode(b"[" + text.encode() + b"]")[0]
     except msgspec.DecodeError:
         return  # outside JSON (or out of range): the loadtxt path reads it instead
     assert value == float(text) or (value == 0 and float(text) == 0), text
@@ -689,16 +692,11 @@ def test_arrow_path_matches_exact_paths(text: str, monkeypatch: pytest.MonkeyPat
     """Where pyarrow is installed it decodes quote-free chunks; results must not change."""
     import io
 
-    from skyscore.formats import csv as csv_format
-    from skyscore.formats import decode
-
     schema = InputSchema(["a", "b"], ["k"], id_column="id")
 
     def run(engine: str) -> list[tuple[list[int], list[list[float]], list[list[str]], Any, Any]]:
-        monkeypatch.setattr(csv_format, "_ARROW", [])
-        monkeypatch.setenv("SKYSCORE_CSV_ENGINE", engine)
         out = []
-        for batch, errors in decode("csv", io.BytesIO(text.encode()), schema):
+        for batch, errors in CsvFormat(engine=engine).decode(io.BytesIO(text.encode()), schema):
             out.append(
                 (
                     batch.rows.tolist(),
@@ -714,9 +712,11 @@ def test_arrow_path_matches_exact_paths(text: str, monkeypatch: pytest.MonkeyPat
 
 
 def test_arrow_path_takes_clean_chunks_and_declines_doubtful_ones() -> None:
-    from skyscore.formats.csv import CsvLayout
-
-    layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
+    layout = CsvLayout(
+        InputSchema(["a", "b"], ["k"], id_column="id"),
+        ["a", "b", "k", "id"],
+        arrow=CsvFormat(engine="arrow").arrow,
+    )
     taken = layout.parse_arrow(b"1,2,x,r1\n,4,,r2\n", 2)
     assert taken is not None
     rows, numeric, categorical, ids, fits = taken
@@ -789,10 +789,8 @@ def _both_encoders(
     batch: Batch, probabilities: np.ndarray, monkeypatch: pytest.MonkeyPatch, **kw: Any
 ) -> tuple[str, str]:
     texts = []
-    for engine in ("auto", "numpy"):
-        monkeypatch.setattr(csv_format, "_ARROW", [])
-        monkeypatch.setenv("SKYSCORE_CSV_ENGINE", engine)
-        texts.append(_encode(batch, probabilities, **kw))
+    for engine in ("arrow", "numpy"):
+        texts.append(_encode(batch, probabilities, engine=engine, **kw))
     return texts[0], texts[1]
 
 
@@ -826,8 +824,6 @@ def test_arrow_encoder_writes_the_same_bytes_as_the_python_encoder(
 
 def test_arrow_encoder_is_used_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test that could not fail if the Arrow path were silently never taken."""
-    monkeypatch.setattr(csv_format, "_ARROW", [])
-    monkeypatch.setenv("SKYSCORE_CSV_ENGINE", "auto")
     encoder = CsvEncoder(io.BytesIO(), id_column="id", classes=["a", "b"], class_names=["a", "b"])
     batch = Batch(np.arange(1, 3), np.zeros((2, 0)), np.zeros((2, 0), object), ["x", "y"])
     probabilities = np.asarray([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32)
@@ -871,7 +867,7 @@ def test_arrow_ids_go_back_out_as_parsed_and_read_as_a_list() -> None:
 
 def test_arrow_parse_splits_a_chunk_over_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
-    pa_csv = csv_format._pyarrow()
+    pa_csv = find_pyarrow()
     assert pa_csv is not None
     real = pa_csv[1].read_csv
 
@@ -880,13 +876,13 @@ def test_arrow_parse_splits_a_chunk_over_threads(monkeypatch: pytest.MonkeyPatch
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pa_csv[1], "read_csv", spy)
-    layout = CsvLayout(InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"])
+    schema, header = InputSchema(["a", "b"], ["k"], id_column="id"), ["a", "b", "k", "id"]
+    layout = CsvLayout(schema, header, arrow=CsvFormat(engine="arrow").arrow)
     data = b"".join(b"%d,2,x,r%d\n" % (i, i) for i in range(200))
     assert layout.parse_arrow(data, 200) is not None
-    monkeypatch.setattr(csv_format, "ARROW_SPLIT", False)  # SKYSCORE_DECODE_THREADS=1
-    assert layout.parse_arrow(data, 200) is not None
+    one_thread = CsvLayout(schema, header, arrow=CsvFormat(engine="arrow", arrow_blocks=1).arrow)
+    assert one_thread.parse_arrow(data, 200) is not None
     assert calls == [True, False]
-    monkeypatch.setattr(csv_format, "ARROW_SPLIT", True)
     long_row = b"1,2," + b"k" * len(data) + b",r\n"  # longer than a quarter of the chunk
     calls.clear()
     parsed = layout.parse_arrow(data + long_row, 201)
@@ -894,12 +890,31 @@ def test_arrow_parse_splits_a_chunk_over_threads(monkeypatch: pytest.MonkeyPatch
     assert calls == [True, False]  # retried in one block
 
 
+def test_engine_is_an_argument_not_process_state() -> None:
+    """The engine is chosen per format object: ``numpy`` never touches pyarrow, and choosing
+    it leaves the default format (and Arrow's process-wide memory pool) as they were."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool().backend_name
+    numpy_only = CsvFormat(engine="numpy")
+    assert numpy_only.arrow is None
+    data = (HEADER + "\n" + "".join(f"r{i},{i},2,red\n" for i in range(300))).encode()
+    (batch, errors), *_ = numpy_only.decode(io.BytesIO(data), SCHEMA)
+    assert len(batch) == 300 and not errors and not isinstance(batch.ids, csv_format.ArrowTexts)
+    (batch, errors), *_ = CsvFormat(engine="arrow").decode(io.BytesIO(data), SCHEMA)
+    assert isinstance(batch.ids, csv_format.ArrowTexts)
+    assert csv_format.FORMAT.engine == "auto"
+    assert pa.default_memory_pool().backend_name == before
+    with pytest.raises(ValueError, match="engine"):
+        CsvFormat(engine="fast")
+
+
 def test_parse_workers_stop_with_the_consumer() -> None:
     """Where pyarrow parses chunks on worker threads, a consumer that stops early (an error
     elsewhere, a cancelled job) leaves no parsing thread behind."""
     import threading
 
-    assert csv_format._pyarrow() is not None
+    assert find_pyarrow() is not None
     data = HEADER + "\n" + "".join(f"r{i},{i},2,red\n" for i in range(5_000))
     chunks = CsvFormat().decode(io.BytesIO(data.encode()), SCHEMA, chunk_rows=100)
     first, errors = next(chunks)
