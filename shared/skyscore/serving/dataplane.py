@@ -319,6 +319,14 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, expected: str) -> A
         raise BadRequest(f"wrong request body: {exc}; expected {expected}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> BadRequest:
+    """msgspec's C decoder raises ``RecursionError`` (not a ``DecodeError``) past about ten
+    thousand levels of nesting: the client's doing, so a 400 rather than an unexpected 500."""
+    return BadRequest("the body is nested too deeply to decode; no request needs that much nesting")
 
 
 _FLOAT32 = Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)] | None
@@ -385,6 +393,8 @@ class InstanceDecoder:
             envelope = self._decoder.decode(body)
         except msgspec.MsgspecError:
             return None
+        except RecursionError:
+            raise _too_deep() from None
         if envelope.id_column not in (None, self._id_column):
             return None
         instances = envelope.instances
