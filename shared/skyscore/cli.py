@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", metavar="DATA", help="labelled CSV or Parquet file (or directory)")
     train.add_argument("--target", required=True, metavar="COLUMN", help="label column")
     train.add_argument("--name", required=True, metavar="NAME", help="model name")
-    train.add_argument("--estimator", choices=("logreg", "hgb"), default="hgb", help="default: hgb")
+    train.add_argument(
+        "--estimator",
+        choices=("logreg", "hgb", "xgboost"),
+        default="hgb",
+        help="default: hgb; xgboost trains on CUDA when a device is visible",
+    )
     train.add_argument("--id-column", metavar="COLUMN", help="passed through to predictions")
     train.add_argument(
         "--promote", action="store_true", help="point 'production' at the new version"

@@ -79,6 +79,8 @@ class TrainingInfo(msgspec.Struct, frozen=True, kw_only=True):
     seed: int
     estimator: str
     params: dict[str, str | int | float | bool | None] = {}
+    # where the estimator was fitted: "cuda" only for xgboost on a visible GPU (default for older cards)
+    device: Literal["cpu", "cuda"] = "cpu"
 
 
 class PredictionBaseline(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,7 +1,8 @@
 """Example datasets: the demo's real public data and a synthetic table for benchmarks.
 
-``breast_cancer_frame`` needs scikit-learn (it ships the data); ``synthetic_frame`` needs only
-numpy and writes the ~30 numeric + 3 categorical shape the benchmarks ask for.
+``breast_cancer_frame`` and ``multiclass_frame`` need scikit-learn (it ships the data);
+``synthetic_frame`` needs only numpy and writes the ~30 numeric + 3 categorical shape the
+benchmarks ask for.
 """
 
 from __future__ import annotations
@@ -39,6 +40,28 @@ def breast_cancer_frame() -> pd.DataFrame:
     names = np.asarray(bunch.target_names)
     frame[DEMO_TARGET] = names[frame.pop("target").to_numpy()]
     frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+    return frame
+
+
+MULTICLASS_TARGET = "target"
+
+
+def multiclass_frame(name: str) -> pd.DataFrame:
+    """A multiclass table scikit-learn ships: ``iris`` (150 rows, 4 numeric features, classes
+    named ``setosa``/``versicolor``/``virginica``) or ``wine`` (178 rows, 13 numeric features,
+    integer classes 0-2), so both kinds of class label are covered. Target: ``target``."""
+    from sklearn.datasets import load_iris, load_wine
+
+    loaders = {"iris": load_iris, "wine": load_wine}
+    if name not in loaders:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(loaders)}")
+    bunch = loaders[name](as_frame=True)
+    frame = bunch.frame.copy()
+    codes = frame.pop("target").to_numpy()
+    frame[MULTICLASS_TARGET] = np.asarray(bunch.target_names)[codes] if name == "iris" else codes
+    frame.columns = [
+        str(c).replace(" (cm)", "").replace(" ", "_").replace("/", "_") for c in frame.columns
+    ]
     return frame
 
 

@@ -1,6 +1,6 @@
 """scikit-learn Pipeline → ONNX, with the one workaround skl2onnx needs here.
 
-Training-side only: imports scikit-learn, skl2onnx and onnx.
+Training-side only: imports scikit-learn, skl2onnx and onnx (and onnxmltools for XGBoost).
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ NUMERIC_INPUT = "numeric"
 CATEGORICAL_INPUT = "categorical"
 PROBABILITIES_OUTPUT = "probabilities"
 TARGET_OPSET = 17  # <= 19: the AWS Lambda package runs onnxruntime 1.16 (glibc 2.26 wheels)
+# skl2onnx's own choice for opset 17; said explicitly for XGBoost, whose onnxmltools converter
+# would otherwise write TreeEnsembleClassifier from ai.onnx.ml 5, which onnxruntime 1.16 lacks.
+TARGET_ML_OPSET = 3
 
 
 @functools.cache
@@ -42,6 +45,12 @@ def patch_tree_ensemble_bools() -> bool:
     return True
 
 
+def uses_xgboost(estimator: Any) -> bool:
+    """Whether an estimator is an XGBoost model, told without importing XGBoost (slow to import,
+    and only the ``xgboost`` estimator needs it)."""
+    return any(cls.__module__.split(".")[0] == "xgboost" for cls in type(estimator).__mro__)
+
+
 def pipeline_to_onnx(
     pipeline: Any,
     n_numeric: int,
@@ -59,18 +68,24 @@ def pipeline_to_onnx(
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     patch_tree_ensemble_bools()
+    estimator = pipeline.steps[-1][1]
+    target_opset: int | dict[str, int] = TARGET_OPSET
+    if uses_xgboost(estimator):
+        from skyscore.training.xgb import register_onnx_converter
+
+        register_onnx_converter()
+        target_opset = {"": TARGET_OPSET, "ai.onnx.ml": TARGET_ML_OPSET}
     initial_types: list[tuple[str, Any]] = []
     if n_numeric:
         initial_types.append((NUMERIC_INPUT, FloatTensorType([None, n_numeric])))
     if n_categorical:
         initial_types.append((CATEGORICAL_INPUT, StringTensorType([None, n_categorical])))
-    estimator = pipeline.steps[-1][1]
     model = convert_sklearn(
         pipeline,
         name=name,
         initial_types=initial_types,
         options={id(estimator): {"zipmap": False}},
-        target_opset=TARGET_OPSET,
+        target_opset=target_opset,
     )
     data: bytes = model.SerializeToString()
     return data
