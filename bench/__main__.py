@@ -380,7 +380,9 @@ print(time.perf_counter() - t0)
 """
 
 OURS_CHILD = """
-import sys, time, resource
+import os, sys, time, resource
+if os.environ.get("BENCH_NO_PYARROW"):
+    sys.modules["pyarrow"] = None  # the Lambda zip's dependency set: import pyarrow fails
 from pathlib import Path
 from skyscore.local.home import LocalHome
 from skyscore.monitoring.batch import score_file
@@ -455,7 +457,7 @@ def bench_files(
         zip_runs: list[float] = []
         naive_runs: list[float] = []
         scored = 0
-        without_arrow = {**os.environ, "SKYSCORE_CSV_ENGINE": "numpy"}  # the Lambda zip's parser
+        without_arrow = {**os.environ, "BENCH_NO_PYARROW": "1"}  # the Lambda zip's parser
         for _ in range(repeats):
             for runs, extra, env in (
                 (ours_runs, [], None),
@@ -610,7 +612,7 @@ def bench_sizes() -> None:
     )
 
 
-SECTIONS = ("cold", "handler", "files", "memory", "sizes")
+SECTIONS = ("cold", "handler", "files", "memory", "sizes", "shapes")
 
 
 def main() -> int:
@@ -657,6 +659,10 @@ def main() -> int:
         bench_memory(home, models, work, small, large, runs=args.file_runs)
     if "sizes" in only:
         bench_sizes()
+    if "shapes" in only:  # table shapes that are not the bench's own (bench/shapes.py)
+        from bench.shapes import run_matrix
+
+        run_matrix(work / "shapes", runs=args.file_runs)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
