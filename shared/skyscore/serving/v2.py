@@ -48,14 +48,24 @@ PROBABILITIES_OUTPUT = "probabilities"
 OUTPUT_NAMES = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
 PLATFORM = "onnx"
 
-_INTEGER_TYPES = frozenset(
-    {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
-)
+_INTEGER_RANGES = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
+_INTEGER_TYPES = frozenset(_INTEGER_RANGES)
+_FP16_MAX = 65504.0
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-_NUMERIC_TYPES = _INTEGER_TYPES | _FLOAT_TYPES | {"BOOL"}
+# BOOL feeds no column: true/false is not a measurement, and taking it as 1/0 hid client bugs
+_NUMERIC_TYPES = _INTEGER_TYPES | _FLOAT_TYPES
 _CATEGORY_TYPES = _INTEGER_TYPES | {"BYTES"}
 _NUMBER = frozenset({int, float})
-_BOOL = frozenset({bool})
+_INT = frozenset({int})
 
 
 class RequestInput(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -249,20 +259,32 @@ def _flatten(tensor: RequestInput) -> list[Any]:
 
 
 def _numeric_values(values: list[Any], datatype: str, where: _Where) -> np.ndarray:
-    """float32 values of a numeric column (or block); ``null`` becomes NaN (missing)."""
+    """float32 values of a numeric column (or block); ``null`` becomes NaN (missing).
+
+    A datatype no numeric column takes, or a value the tensor's own datatype cannot hold (INT8
+    300, a negative UINT, a fraction in an integer tensor, FP16 beyond 65504), is a malformed
+    request (400); a value the model cannot take (a string, beyond float32) is a 422, as in
+    ``/v1``.
+    """
     if datatype not in _NUMERIC_TYPES:
-        where.fail(0, f"datatype {datatype} cannot feed a numeric column; use FP32 or FP64")
-    is_bool = datatype == "BOOL"
+        where.malformed(
+            0, f"datatype {datatype} cannot feed a numeric column; use FP32, FP64 or INT*"
+        )
     types = set(map(type, values))
-    if types <= (_BOOL if is_bool else _NUMBER):  # the common case, checked in bulk
+    if types <= _NUMBER:  # the common case, checked in bulk
+        _check_datatype_range(values, types, datatype, where)
         try:
             array = np.array(values, dtype=np.float64)
         except OverflowError:  # an integer beyond float64: the slow path names it
             pass
         else:
             bad = ~(np.abs(array) <= FLOAT32_MAX)  # also true for inf and NaN
+            if datatype == "FP16":
+                bad |= np.abs(array) > _FP16_MAX
             if bad.any():
                 index = int(np.flatnonzero(bad)[0])
+                if datatype == "FP16" and math.isfinite(values[index]):
+                    where.malformed(index, f"FP16 holds at most ±65504, got {values[index]!r}")
                 where.fail(index, numeric_problem(values[index]) or "bad number")
             return array.astype(np.float32)
     # slow path: nulls, mixed or wrong types; name the first bad element
@@ -271,22 +293,48 @@ def _numeric_values(values: list[Any], datatype: str, where: _Where) -> np.ndarr
         if value is None:
             out[index] = math.nan
             continue
-        if is_bool:
-            if not isinstance(value, bool):
-                where.fail(index, f"expected a boolean, got {json_type(value)}")
-            out[index] = float(value)
-            continue
         reason = numeric_problem(value)
         if reason:
             where.fail(index, reason)
+        _check_datatype_value(index, value, datatype, where)
         out[index] = value
     return out
+
+
+def _check_datatype_range(
+    values: list[Any], types: set[type], datatype: str, where: _Where
+) -> None:
+    """400 for the first number the declared integer datatype cannot hold. Exact (Python
+    integers, not float64, at the INT64/UINT64 edges) and in C for all-integer data."""
+    limits = _INTEGER_RANGES.get(datatype)
+    if limits is None or not values:
+        return
+    low, high = limits
+    if types <= _INT and low <= min(values) and max(values) <= high:
+        return
+    for index, value in enumerate(values):
+        _check_datatype_value(index, value, datatype, where)
+
+
+def _check_datatype_value(index: int, value: Any, datatype: str, where: _Where) -> None:
+    """400 when one number is not a value of ``datatype`` (integer types and FP16)."""
+    limits = _INTEGER_RANGES.get(datatype)
+    if limits is not None:
+        if isinstance(value, float) and not value.is_integer():
+            where.malformed(index, f"{value!r} is not an integer, but the tensor is {datatype}")
+        low, high = limits
+        if not low <= value <= high:
+            where.malformed(index, f"{datatype} holds {low} to {high}, got {value!r}")
+    elif datatype == "FP16" and abs(value) > _FP16_MAX:
+        where.malformed(index, f"FP16 holds at most ±65504, got {value!r}")
 
 
 def _category_values(values: list[Any], datatype: str, where: _Where) -> list[str]:
     """Strings of a categorical column (or block); ``null`` becomes the missing category."""
     if datatype not in _CATEGORY_TYPES:
-        where.fail(0, f"datatype {datatype} cannot feed a categorical column; use BYTES")
+        where.malformed(
+            0, f"datatype {datatype} cannot feed a categorical column; use BYTES or INT*"
+        )
     want_str = datatype == "BYTES"
     out: list[str] = []
     for index, value in enumerate(values):
@@ -295,6 +343,7 @@ def _category_values(values: list[Any], datatype: str, where: _Where) -> list[st
         elif want_str and isinstance(value, str):
             out.append(value)
         elif not want_str and isinstance(value, int) and not isinstance(value, bool):
+            _check_datatype_value(index, value, datatype, where)
             out.append(str(value))
         else:
             expected = "a string" if want_str else "an integer"
@@ -313,10 +362,18 @@ class _Where:
         self.width = len(columns) if columns else 1
 
     def fail(self, flat_index: int, reason: str) -> NoReturn:
+        """422: a value the model cannot take."""
+        raise self._error(InvalidInput, flat_index, reason)
+
+    def malformed(self, flat_index: int, reason: str) -> NoReturn:
+        """400: the tensor contradicts its own datatype (or has one no such column takes)."""
+        raise self._error(BadRequest, flat_index, reason)
+
+    def _error(self, kind: type[BadRequest | InvalidInput], flat_index: int, reason: str) -> Any:
         row, col = divmod(flat_index, self.width)
         column = self.columns[col] if self.columns else self.name
         place = self.name if column == self.name else f"{self.name} ({column})"
-        raise InvalidInput(f"instance {row}: {place}: {reason}", field=column, row=row)
+        return kind(f"instance {row}: {place}: {reason}", field=column, row=row)
 
 
 def request_to_arrays(

@@ -485,8 +485,14 @@ def test_v2_errors(
     assert (body["row"], body["field"]) == (1, "mean_area")
     assert body["error"] == body["detail"]
     assert "instance 1" in body["detail"]
-    body = problem(call(plane, "POST", url, with_input("mean_area", datatype="BYTES")), 422)
+    # a datatype the column cannot take, or a value the datatype cannot hold: malformed (400)
+    body = problem(call(plane, "POST", url, with_input("mean_area", datatype="BYTES")), 400)
     assert body["field"] == "mean_area"
+    body = problem(call(plane, "POST", url, with_input("mean_area", datatype="BOOL")), 400)
+    assert body["field"] == "mean_area"
+    int8 = with_input("mean_area", datatype="INT8", data=[1, 300, 2])
+    body = problem(call(plane, "POST", url, int8), 400)
+    assert (body["row"], body["field"]) == (1, "mean_area") and "INT8" in body["detail"]
     body = problem(call(plane, "POST", url, with_input("size_band", data=[["a"], [2], ["b"]])), 422)
     assert (body["row"], body["field"]) == (1, "size_band")
     body = problem(call(plane, "POST", url, with_input("mean_area", shape=[4])), 400)
