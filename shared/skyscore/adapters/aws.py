@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from skyscore import clock
 from skyscore.errors import ConflictError, NotFound, SkyscoreError
 from skyscore.ports import (
     BlobStore,
@@ -484,7 +485,7 @@ def decode_body(text: str, attributes: dict[str, str]) -> bytes:
 def _job_name(prefix: str, model_name: str, now: datetime) -> str:
     """A SageMaker job name: ``<prefix>-<model>-<UTC stamp>``, at most 63 characters of
     ``[A-Za-z0-9-]``; the model name is shortened, never the time stamp."""
-    stamp = now.strftime("%Y%m%d%H%M%S%f")[:-3]
+    stamp = clock.stamp(now, separator="")[:-3]
     safe = re.sub(r"[^A-Za-z0-9]+", "-", model_name).strip("-") or "model"
     room = 63 - len(prefix) - len(stamp) - 2
     return f"{prefix}-{safe[:room].strip('-')}-{stamp}"

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
+from skyscore import clock
 from skyscore.errors import ConfigError, ConflictError, NotFound, SkyscoreError
 from skyscore.monitoring.metrics import LogMetrics
 from skyscore.ports import (
@@ -580,7 +581,7 @@ def unwrap(raw: bytes) -> tuple[bytes, dict[str, str]]:
 
 def _job_name(prefix: str, model_name: str, now: datetime) -> str:
     """``<prefix>-<model>-<UTC stamp>``: letters, digits, ``-`` and ``_`` as Azure ML allows."""
-    stamp = now.strftime("%Y%m%d%H%M%S%f")[:-3]
+    stamp = clock.stamp(now, separator="")[:-3]
     safe = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name).strip("-_") or "model"
     return f"{prefix}-{safe[:200]}-{stamp}"
 

@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO, cast
@@ -28,6 +27,7 @@ from urllib.parse import unquote, urlparse
 
 import msgspec
 
+from skyscore import clock
 from skyscore.errors import ConflictError, NotFound
 from skyscore.ports import (
     BlobStore,
@@ -633,7 +633,7 @@ class LocalJobRunner(JobRunner):
         """A fresh, time-sortable id (``train-<name>-<UTC timestamp>``) and its directory."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip("-.") or "model"
         while True:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            stamp = clock.stamp()
             job_id = f"train-{safe}-{stamp}"
             directory = self.jobs_dir / job_id
             try:

@@ -23,13 +23,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
 
+from skyscore.clock import iso_ms
+from skyscore.documents import pretty_json
 from skyscore.errors import BadRequest
 from skyscore.formats import (
     DEFAULT_CHUNK_ROWS,
@@ -150,10 +151,6 @@ class ScoreReport:
             "finished_at": self.finished_at,
             "first_errors": [e.to_dict() for e in self.first_errors],
         }
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _HashingReader:
@@ -347,7 +344,7 @@ def score_stream(
         model_name=model_name,
         model_version=model_version,
         model_sha256=model_sha,
-        started_at=_now(),
+        started_at=iso_ms(),
     )
     started = time.perf_counter()
     hashing: _HashingReader | None = None
@@ -445,7 +442,7 @@ def score_stream(
         report.input_bytes = hashing.bytes
     report.output_bytes = out.bytes
     report.total_seconds = time.perf_counter() - started
-    report.finished_at = _now()
+    report.finished_at = iso_ms()
     return report
 
 
@@ -513,9 +510,7 @@ def score_path(
         )
         if manifest_extra is not None:
             manifest.update(manifest_extra(report))
-        temporary[manifest_path].write_bytes(
-            msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
-        )
+        temporary[manifest_path].write_bytes(pretty_json(manifest))
         os.replace(temporary[target], target)
         if report.rows_failed:
             os.replace(temporary[errors_path], errors_path)

@@ -37,14 +37,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, cast
 
 import msgspec
 import numpy as np
 
 from skyscore.batch.pipeline import FIRST_ERRORS, ScoreReport, score_stream
+from skyscore.clock import iso_ms
 from skyscore.coordination import claims
+from skyscore.documents import pretty_json
 from skyscore.errors import BadRequest, ConflictError, InputChanged, NotFound, SkyscoreError
 from skyscore.formats import DEFAULT_CHUNK_ROWS, detect_format
 from skyscore.model.schema import RowError
@@ -89,15 +90,6 @@ def _succeeded(manifest: dict[str, Any], input_version: str, model_version: str)
         and manifest.get("input_version") == input_version
         and f"{model.get('name')}@{model.get('version')}" == model_version
     )
-
-
-def _pretty(document: Any) -> bytes:
-    return msgspec.json.format(_json.encode(document), indent=2) + b"\n"
-
-
-def _now_iso(seconds: float | None = None) -> str:
-    moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +499,7 @@ class BatchScorer:
             plan = self._plan(key, info, fmt, predictor, keys)
             if plan is not None:
                 return plan
+
         def unchanged() -> None:
             now = self.store.stat(key)
             if now is None or not self.store.same_version(now.version, info.version):
@@ -559,7 +552,7 @@ class BatchScorer:
                 raise
         if self.reports:
             self._write_report(keys.output, manifest, predictor)
-        self.store.write_bytes(keys.manifest, _pretty(manifest))
+        self.store.write_bytes(keys.manifest, pretty_json(manifest))
         self._publish(report, drift)
         if self.on_drift is not None:
             self._raise_drift(predictor, drift)
@@ -611,7 +604,7 @@ class BatchScorer:
             "status": "failed",
             "error": problem,
             "output": None,
-            "finished_at": _now_iso(),
+            "finished_at": iso_ms(),
         }
         for stale in (keys.output, keys.errors):
             self.store.delete(stale)
@@ -621,7 +614,7 @@ class BatchScorer:
         ):
             manifest = earlier  # the same failure again (a duplicate event): leave it as it is
         else:
-            self.store.write_bytes(keys.manifest, _pretty(manifest))
+            self.store.write_bytes(keys.manifest, pretty_json(manifest))
         return BatchResult(key, "failed", error.detail, None, manifest, problem=problem)
 
     def _manifest(self, key: str) -> dict[str, Any] | None:
@@ -670,7 +663,7 @@ class BatchScorer:
             "manifest": keys.manifest,
             "created_at": self.clock(),
         }
-        self.store.write_bytes(self._job_prefix(job) + "plan.json", _pretty(plan))
+        self.store.write_bytes(self._job_prefix(job) + "plan.json", pretty_json(plan))
         assert self.enqueue is not None
         for index in range(len(ranges)):
             self.enqueue(_json.encode({"kind": "part", "job": job, "part": index}))
@@ -854,7 +847,7 @@ class BatchScorer:
                 "rescored": [r["range"] for r in records if "-" in str(r["name"])],
             },
         )
-        self.store.write_bytes(str(plan["manifest"]), _pretty(manifest))
+        self.store.write_bytes(str(plan["manifest"]), pretty_json(manifest))
         self.store.write_bytes(prefix + "assembled.json", _json.encode({"at": self.clock()}))
         for info in list(self.store.list(prefix + "parts/")):
             self.store.delete(info.key)
@@ -916,7 +909,7 @@ class BatchScorer:
             encode_seconds=sum(float(p["timings_s"]["encode"]) for p in parts),
             observe_seconds=sum(float(p["timings_s"]["observe"]) for p in parts),
             total_seconds=max(now - float(plan["created_at"]), 0.0),
-            started_at=_now_iso(float(plan["created_at"])),
-            finished_at=_now_iso(now),
+            started_at=iso_ms(float(plan["created_at"])),
+            finished_at=iso_ms(now),
             first_errors=first_errors,
         )

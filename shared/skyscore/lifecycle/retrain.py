@@ -28,12 +28,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import numpy as np
 
+from skyscore import clock
+from skyscore.clock import iso, parse_iso
 from skyscore.coordination import claims
 from skyscore.errors import ConflictError, FormatMismatch, ModelNotFound, NotFound, SkyscoreError
 from skyscore.formats import parquet_meta
@@ -163,11 +164,11 @@ class RetrainController:
         raise ConflictError(f"retraining state of {name!r} kept changing under this update")
 
     def _log(self, decision: Decision) -> Decision:
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        decision.at = now.isoformat().replace("+00:00", "Z")
+        now = self.clock()
+        decision.at = iso(now)
         key = (
             f"{STATE_PREFIX}{decision.model}/decisions/"
-            f"{now:%Y%m%dT%H%M%S%fZ}-{time.time_ns():020d}-{decision.action}-{decision.trigger}.json"
+            f"{clock.stamp(now)}Z-{time.time_ns():020d}-{decision.action}-{decision.trigger}.json"
         )
         self.store.write_bytes(key, msgspec.json.encode(decision.to_dict()))
         if self.metrics is not None:
@@ -263,7 +264,7 @@ class RetrainController:
                     name, trigger, "skipped", f"{why}: {name!r} has no production model to retrain"
                 )
             )
-        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = clock.stamp(now) + "Z"
         job_key = f"{STAGING_PREFIX}{name}/{stamp}/"
         spec = JobSpec(
             model_name=name,
@@ -586,7 +587,7 @@ class RetrainController:
     def _last_promotion_age(self, name: str) -> float | None:
         for event in reversed(self.registry.history(name)):
             if event.get("action") == "promoted":
-                at = datetime.fromisoformat(str(event["at"]).replace("Z", "+00:00"))
+                at = parse_iso(str(event["at"]))
                 return self.clock() - at.timestamp()
         return None
 

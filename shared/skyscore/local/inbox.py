@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from skyscore.documents import pretty_json
 from skyscore.errors import BadRequest, SkyscoreError
 from skyscore.local.home import LocalHome
 from skyscore.serving.dataplane import (
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from skyscore.model.predictor import Predictor
     from skyscore.monitoring.metrics import Metrics
 
-from skyscore.local.logs import _now_iso
+from skyscore.clock import iso_ms
 
 DEFAULT_POLL_SECONDS = 1.0
 PROCESSED = "processed"
@@ -344,13 +345,13 @@ class InboxWatcher:
         reason = {
             "input": outcome.input,
             "model": outcome.model,
-            "failed_at": _now_iso(),
+            "failed_at": iso_ms(),
             "reason": outcome.detail,
             "problem": problem,
         }
         report = target.with_name(target.name + ".error.json")
         with contextlib.suppress(OSError):
-            report.write_bytes(msgspec.json.format(_encoder.encode(reason), indent=2) + b"\n")
+            report.write_bytes(pretty_json(reason))
 
 
 def _problem_for(exc: BaseException) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from skyscore.clock import iso_ms
 
 if TYPE_CHECKING:
     pass
@@ -23,9 +24,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": iso_ms(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -55,7 +54,3 @@ def configure_logging(level: int = logging.INFO) -> bool:
         package.addHandler(handler)
         package.setLevel(level)
         return True
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from skyscore.clock import iso
 from skyscore.errors import (
     BadRequest,
     ConflictError,
@@ -187,7 +188,7 @@ class ModelRegistry:
         return self._wall_clock().astimezone(UTC)
 
     def _iso_now(self) -> str:
-        return self._now().isoformat().replace("+00:00", "Z")
+        return iso(self._now())
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -511,7 +512,7 @@ class ModelRegistry:
                 self._last_event_us = stamp_us
             stamp = _EPOCH + timedelta(microseconds=stamp_us)
             event: dict[str, Any] = {
-                "at": stamp.isoformat().replace("+00:00", "Z"),
+                "at": iso(stamp),
                 "action": action,
                 "model": name,
                 "version": version,

@@ -14,12 +14,12 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from skyscore.clock import iso, utc
 from skyscore.model.card import CategoricalBaseline, Feature, ModelCard, NumericBaseline
 
 # Same thresholds as skyscore.monitoring.drift (not imported: keep this module free of the inference path).
@@ -142,7 +142,7 @@ def _document(title: str, body: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(utc(), "seconds")
 
 
 def _kv_table(rows: Sequence[tuple[str, str]]) -> str:
