@@ -6,8 +6,12 @@ PYTHON ?= $(shell PYENV_VERSION=3.13 python3.13 -c 'import sys; print(sys.execut
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov checks the Terraform offline; it pins boto3 and friends below what the project needs,
+# so it lives in a venv of its own
+CHECKOV := $(VENV)/tools/checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: setup demo test lint typecheck unit bench bench-aws clean
+.PHONY: setup tools demo test lint typecheck unit bench bench-aws clean
 
 setup: $(STAMP)
 
@@ -27,12 +31,22 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	# the handlers, one package per cloud (functions/ is the package root each deploy ships)
+	MYPYPATH=shared:. $(BIN)/mypy --explicit-package-bases $(patsubst %,-p functions.%,$(notdir $(wildcard functions/*)))
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-unit: setup node_modules/.installed
+$(CHECKOV)/.installed:
+	@test -x $(CHECKOV)/bin/python || $(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+tools: $(CHECKOV)/.installed
+
+unit: setup node_modules/.installed tools
 	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
