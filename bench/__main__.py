@@ -612,7 +612,7 @@ def bench_sizes() -> None:
     )
 
 
-SECTIONS = ("cold", "handler", "files", "memory", "sizes", "shapes")
+SECTIONS = ("cold", "handler", "files", "memory", "sizes", "shapes", "train")
 
 
 def main() -> int:
@@ -663,6 +663,10 @@ def main() -> int:
         from bench.shapes import run_matrix
 
         run_matrix(work / "shapes", runs=args.file_runs)
+    if "train" in only:  # XGBoost fit CPU vs GPU, ONNX vs HGB; 200k rows (bench/train.py)
+        from bench.train import bench_train
+
+        bench_train(work=work / "train")
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
