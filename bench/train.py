@@ -100,37 +100,42 @@ def iterations(result: TrainResult) -> int:
 
 
 def onnx_rows_per_second(
-    result: TrainResult, rows: int, *, threads: int = 0, repeats: int = 3
-) -> float:
-    """ONNX Runtime rows/s on ready arrays (``threads`` intra-op threads, 0 = one per core),
-    the median of ``repeats`` passes over ``rows`` unseen rows in the batch scorer's chunks."""
+    results: list[TrainResult], rows: int, *, threads: int = 0, repeats: int = 5
+) -> list[float]:
+    """ONNX Runtime rows/s of each model on ready arrays (``threads`` intra-op threads, 0 = one
+    per core) over ``rows`` unseen rows in the batch scorer's chunks: the median of ``repeats``
+    rounds, each one pass of every model in turn. Alternating puts every model in the same
+    moments of a shared machine, whose speed drifts over seconds."""
     import onnxruntime
 
-    numeric, categorical, _ = synthetic_arrays(rows, seed=99)
-    card = result.card
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(
-        result.onnx_bytes, options, providers=["CPUExecutionProvider"]
-    )
-    feeds = [
-        {
-            str(card.onnx.numeric_input): numeric[start : start + CHUNK_ROWS],
-            str(card.onnx.categorical_input): categorical[start : start + CHUNK_ROWS].astype(
-                object
-            ),
-        }
-        for start in range(0, rows, CHUNK_ROWS)
-    ]
-    outputs = [card.onnx.probabilities_output]
-    session.run(outputs, feeds[0])  # warm-up
-    samples = []
+    numeric, categorical = synthetic_arrays(rows, seed=99)[:2]
+    categorical = categorical.astype(object)
+    runs = []
+    for result in results:
+        card = result.card
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(
+            result.onnx_bytes, options, providers=["CPUExecutionProvider"]
+        )
+        feeds = [
+            {
+                str(card.onnx.numeric_input): numeric[start : start + CHUNK_ROWS],
+                str(card.onnx.categorical_input): categorical[start : start + CHUNK_ROWS],
+            }
+            for start in range(0, rows, CHUNK_ROWS)
+        ]
+        outputs = [card.onnx.probabilities_output]
+        session.run(outputs, feeds[0])  # warm-up
+        runs.append((session, outputs, feeds))
+    samples: list[list[float]] = [[] for _ in results]
     for _ in range(repeats):
-        started = time.perf_counter()
-        for feed in feeds:
-            session.run(outputs, feed)
-        samples.append(rows / (time.perf_counter() - started))
-    return statistics.median(samples)
+        for (session, outputs, feeds), out in zip(runs, samples, strict=True):
+            started = time.perf_counter()
+            for feed in feeds:
+                session.run(outputs, feed)
+            out.append(rows / (time.perf_counter() - started))
+    return [statistics.median(s) for s in samples]
 
 
 def bench_train(
@@ -217,8 +222,9 @@ def bench_train(
     throughput_rows = []
     figures["inference"] = {}
     for threads, label in ((1, "1 thread"), (0, "one per core")):
-        xgb_rate = onnx_rows_per_second(xgb_result, score_rows, threads=threads)
-        hgb_rate = onnx_rows_per_second(hgb_result, score_rows, threads=threads)
+        xgb_rate, hgb_rate = onnx_rows_per_second(
+            [xgb_result, hgb_result], score_rows, threads=threads
+        )
         figures["inference"][label] = {"xgboost_rows_s": xgb_rate, "hgb_rows_s": hgb_rate}
         throughput_rows.append(
             [
@@ -230,7 +236,7 @@ def bench_train(
         )
     table(
         f"ONNX Runtime inference on {score_rows:,} unseen rows (chunks of {CHUNK_ROWS:,}, "
-        f"ready arrays, whole pipeline), rows/s, median of 3",
+        f"ready arrays, whole pipeline), rows/s, median of 5 alternating rounds",
         ["intra-op threads", "xgboost", "hgb", "xgboost / hgb"],
         throughput_rows,
     )
