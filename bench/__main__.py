@@ -612,7 +612,7 @@ def bench_sizes() -> None:
     )
 
 
-SECTIONS = ("cold", "handler", "files", "memory", "sizes", "shapes", "train")
+SECTIONS = ("cold", "handler", "files", "memory", "sizes", "shapes", "train", "keepalive")
 
 
 def main() -> int:
@@ -667,6 +667,10 @@ def main() -> int:
         from bench.train import bench_train
 
         bench_train(work=work / "train")
+    if "keepalive" in only:  # local HTTP: reused vs fresh connections (bench/http_keepalive.py)
+        from bench.http_keepalive import bench_keepalive
+
+        bench_keepalive(home.root, models[0].name, first_row(models[0]))
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
