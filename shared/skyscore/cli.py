@@ -27,14 +27,17 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+HOME_HELP = (
+    "local home holding models/, inbox/, predictions/ (default: $SKYSCORE_HOME, else ./.skyscore)"
+)
+
+
 def _home_parent() -> argparse.ArgumentParser:
+    """``--home`` after the command. Its default is SUPPRESS, so a subcommand that is not given
+    it leaves the value of ``--home`` given before the command (argparse would otherwise
+    overwrite it with the subparser's default)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--home",
-        default=None,
-        help="local home holding models/, inbox/, predictions/ "
-        "(default: $SKYSCORE_HOME, else ./.skyscore)",
-    )
+    parent.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
     return parent
 
 
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 on success (a file with some bad rows included), 1 on failure, "
         "2 on usage errors. Failures print one line on stderr.",
     )
+    parser.add_argument("--home", default=None, help=HOME_HELP + "; also accepted after COMMAND")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -355,6 +359,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except (OSError, ValueError) as error:
         print(f"skyscore {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except RecursionError:  # msgspec's decoders past ~10,000 levels of nesting: the input's doing
+        print(
+            f"skyscore {args.command}: the input is nested too deeply to decode "
+            "(thousands of levels of arrays or objects)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
