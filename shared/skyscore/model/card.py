@@ -155,3 +155,29 @@ def verify_artifact(card: ModelCard, onnx_bytes: bytes) -> None:
             f"its card says {card.onnx.sha256}; refusing to load it",
             extra={"expected_sha256": card.onnx.sha256, "actual_sha256": actual},
         )
+
+
+class CardMismatch(IntegrityError):
+    """A card that does not describe its ONNX graph (inputs, widths, classes): never served."""
+
+    slug = "card-mismatch"
+    title = "Model card does not match its ONNX graph"
+
+
+def verify_card(name: str, version: str, card_bytes: bytes, expected_sha256: str | None) -> None:
+    """Refuse a ``card.json`` whose sha256 is not the one recorded beside it at registration
+    (or that has none recorded): the card says which column is which and which class is which,
+    so an edited card is as dangerous as an edited artifact."""
+    if expected_sha256 is None:
+        raise IntegrityError(
+            f"model {name!r} version {version!r}: card.json has no checksum (card.sha256), so "
+            "it cannot be trusted (a version registered before cards had one): register it "
+            "again, or check the card and run ModelRegistry.seal_card(name, version)"
+        )
+    actual = sha256_hex(card_bytes)
+    if actual != expected_sha256:
+        raise IntegrityError(
+            f"model {name!r} version {version!r}: card.json has sha256 {actual}, "
+            f"{expected_sha256} was recorded when it was registered; refusing to load it",
+            extra={"expected_sha256": expected_sha256, "actual_sha256": actual},
+        )

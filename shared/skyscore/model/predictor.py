@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skyscore.errors import InvalidInput
-from skyscore.model.card import ModelCard, verify_artifact
-from skyscore.model.schema import Batch, InputSchema
+from skyscore.model.card import CardMismatch, ModelCard, verify_artifact
+from skyscore.model.schema import MISSING_CATEGORY, Batch, InputSchema
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -75,8 +75,127 @@ def _direct_run(session: onnxruntime.InferenceSession) -> Callable[..., list[Any
     return public
 
 
+LABEL_OUTPUT = "label"  # what sklearn-onnx calls a classifier's own predicted label
+_NUMERIC_TYPE = "tensor(float)"
+_CATEGORICAL_TYPE = "tensor(string)"
+
+
+def _width(shape: Sequence[Any]) -> int | None:
+    """The second dimension of a ``[N, width]`` tensor when the graph fixes it."""
+    if len(shape) == 2 and isinstance(shape[1], int):
+        return shape[1]
+    return None
+
+
+def check_card_against_graph(card: ModelCard, session: onnxruntime.InferenceSession) -> None:
+    """Refuse a card that does not describe its graph, naming every disagreement.
+
+    Static checks: at least two distinct classes; the graph's inputs are exactly the card's
+    tensors, of the right types, as wide as the card's feature lists; the probabilities
+    output exists and is as wide as the class list. Then one row is run (microseconds, once
+    per version per process): it checks a width the graph leaves open and, where the graph
+    has its own ``label`` output, that the card's class order gives the same label, which is
+    how reversed ``classes`` show.
+    """
+    onnx = card.onnx
+    classes = card.class_names
+    problems: list[str] = []
+    if len(classes) < 2:
+        problems.append(f"the card lists {len(classes)} class; a classifier needs at least two")
+    elif len(set(classes)) != len(classes):
+        problems.append(f"the card lists a class twice ({', '.join(classes)})")
+    tensors = [
+        (onnx.numeric_input, card.numeric_features, _NUMERIC_TYPE, "numeric"),
+        (onnx.categorical_input, card.categorical_features, _CATEGORICAL_TYPE, "categorical"),
+    ]
+    inputs = {node.name: node for node in session.get_inputs()}
+    expected = sorted(name for name, *_ in tensors if name is not None)
+    if sorted(inputs) != expected:
+        problems.append(f"the graph's inputs are {sorted(inputs)}, the card names {expected}")
+    for name, features, kind, label in tensors:
+        if name is None:
+            if features:
+                problems.append(f"the card lists {label} features but no {label} input")
+            continue
+        node = inputs.get(name)
+        if node is None:
+            continue
+        if node.type != kind:
+            problems.append(
+                f"input {name!r} is {node.type}, the card's {label} features need {kind}"
+            )
+        width = _width(node.shape)
+        if width is not None and width != len(features):
+            problems.append(
+                f"input {name!r} takes {width} columns, the card lists {len(features)} "
+                f"{label} features"
+            )
+    outputs = {node.name: node for node in session.get_outputs()}
+    output = outputs.get(onnx.probabilities_output)
+    if output is None or output.type != _NUMERIC_TYPE:
+        problems.append(
+            f"the graph has no float output {onnx.probabilities_output!r} "
+            f"(outputs: {', '.join(sorted(outputs))})"
+        )
+    elif (width := _width(output.shape)) is not None and width != len(classes):
+        problems.append(
+            f"output {onnx.probabilities_output!r} has {width} columns, the card lists "
+            f"{len(classes)} classes"
+        )
+    if not problems:
+        problems = _probe(card, session, LABEL_OUTPUT in outputs)
+    if problems:
+        raise CardMismatch(
+            f"model {card.name!r} version {card.version!r}: card.json does not match "
+            f"model.onnx: {'; '.join(problems)}; refusing to load it"
+        )
+
+
+def _probe(card: ModelCard, session: onnxruntime.InferenceSession, has_label: bool) -> list[str]:
+    """Run one row (zeros, each feature's first category) and compare with the card."""
+    onnx = card.onnx
+    feeds: dict[str, np.ndarray] = {}
+    if onnx.numeric_input is not None:
+        feeds[onnx.numeric_input] = np.zeros((1, len(card.numeric_features)), dtype=np.float32)
+    if onnx.categorical_input is not None:
+        cells = [
+            f.categories[0] if f.categories else MISSING_CATEGORY
+            for f in card.features
+            if f.kind == "categorical"
+        ]
+        feeds[onnx.categorical_input] = np.array([cells], dtype=object)
+    wanted = [onnx.probabilities_output, *([LABEL_OUTPUT] if has_label else [])]
+    try:
+        results = session.run(wanted, feeds)
+    except Exception as error:  # onnxruntime's own errors name the mismatch
+        return [f"one row does not run: {error}"]
+    probabilities = np.asarray(results[0])
+    classes = card.class_names
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+        return [
+            f"output {onnx.probabilities_output!r} has shape {list(probabilities.shape)}, "
+            f"the card lists {len(classes)} classes"
+        ]
+    if has_label:
+        row = probabilities[0].tolist()
+        ranked = sorted(row, reverse=True)
+        graph_label = str(np.asarray(results[1]).ravel()[0])
+        card_label = classes[row.index(ranked[0])]
+        if ranked[0] - ranked[1] > 1e-6 and graph_label != card_label:
+            return [
+                f"the graph predicts {graph_label!r} where the card's class order "
+                f"({', '.join(classes)}) gives {card_label!r}: the classes are out of order"
+            ]
+    return []
+
+
 class Predictor:
-    """Scores batches for one model version, validating input against its card."""
+    """Scores batches for one model version, validating input against its card.
+
+    Construction refuses (:class:`~skyscore.model.card.CardMismatch`) a card that does not
+    describe its graph: wrong inputs or widths, a single or a duplicated class, classes out of
+    the graph's order.
+    """
 
     def __init__(self, card: ModelCard, onnx_bytes: bytes, *, verify: bool = True) -> None:
         if verify:
@@ -86,6 +205,7 @@ class Predictor:
         self.classes = list(card.classes)
         self.class_names = card.class_names
         self._session = _session(card.onnx.sha256, onnx_bytes)
+        check_card_against_graph(card, self._session)
         self._run = _direct_run(self._session)
         self._numeric_input = card.onnx.numeric_input
         self._categorical_input = card.onnx.categorical_input

@@ -4,12 +4,14 @@ It lives in any :class:`~skyscore.ports.BlobStore` (a directory, S3, Azure Blob,
 same registry works on every backend with no database. Layout::
 
     models/<name>/<version>/model.onnx       immutable artifact
+    models/<name>/<version>/card.sha256      sha256 of card.json's bytes
     models/<name>/<version>/card.json        immutable card; written last: it *is* the version
     models/<name>/aliases/<alias>.json       {"version", "updated_at", "history": [...]}
     models/<name>/history/<UTC>-<action>-<version>.json   one immutable event per decision
 
-Every load checks the artifact's sha256 against its card, so a tampered ``model.onnx`` is
-refused, never served. Serving processes pick up promotions through :meth:`get_predictor`,
+Every load checks the card's sha256 against ``card.sha256`` and the artifact's against its
+card, and every predictor checks the card against the ONNX graph (inputs, widths, classes), so
+a tampered ``model.onnx`` or ``card.json`` is refused, never served. Serving processes pick up promotions through :meth:`get_predictor`,
 which re-reads alias targets every ``refresh_seconds``.
 """
 
@@ -36,7 +38,14 @@ from skyscore.errors import (
     NotFound,
     SkyscoreError,
 )
-from skyscore.model.card import ModelCard, card_from_json, card_to_json, sha256_hex, verify_artifact
+from skyscore.model.card import (
+    ModelCard,
+    card_from_json,
+    card_to_json,
+    sha256_hex,
+    verify_artifact,
+    verify_card,
+)
 from skyscore.model.predictor import Predictor
 from skyscore.ports import BlobStore
 
@@ -165,6 +174,7 @@ class ModelRegistry:
         self._versions: dict[tuple[str, str], Predictor] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
         self._aliases: dict[tuple[str, str], _AliasEntry] = {}
+        self._refused: set[tuple[str, str, str]] = set()  # refusals already logged
         self._last_event_us = 0
 
     def __repr__(self) -> str:
@@ -179,6 +189,10 @@ class ModelRegistry:
     @staticmethod
     def _card_key(name: str, version: str) -> str:
         return f"{PREFIX}{name}/{version}/card.json"
+
+    @staticmethod
+    def _card_sha_key(name: str, version: str) -> str:
+        return f"{PREFIX}{name}/{version}/card.sha256"
 
     @staticmethod
     def _alias_key(name: str, alias: str) -> str:
@@ -325,7 +339,52 @@ class ModelRegistry:
                 f"models/{name}/{version}/card.json describes model {card.name!r} version "
                 f"{card.version!r}; refusing to load it"
             )
+        verify_card(name, version, data, self._recorded_card_sha(name, version))
         return card
+
+    def _recorded_card_sha(self, name: str, version: str) -> str | None:
+        try:
+            raw = self.store.read_bytes(self._card_sha_key(name, version))
+        except NotFound:
+            return None
+        return raw.decode("ascii", "replace").strip()
+
+    def seal_card(self, name: str, version: str) -> str:
+        """Record the checksum of a card registered before cards had one, and return it.
+
+        The card is checked against its graph first (a card that does not match is refused,
+        and stays unsealed); a card that already has a checksum is verified, not resealed.
+        Only for a card you have looked at: sealing is what makes a card trusted.
+        """
+        _check_name(name)
+        _check_version(version)
+        key = self._card_sha_key(name, version)
+        if self.store.exists(key):
+            self._read_card(name, version)
+            return self._recorded_card_sha(name, version) or ""
+        try:
+            data = self.store.read_bytes(self._card_key(name, version))
+            onnx_bytes = self.store.read_bytes(self._model_key(name, version))
+        except NotFound:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}") from None
+        try:
+            card = card_from_json(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise IntegrityError(
+                f"model {name!r} version {version!r}: card.json is invalid: {exc}"
+            ) from None
+        if card.name != name or card.version != version:
+            raise IntegrityError(
+                f"models/{name}/{version}/card.json describes model {card.name!r} version "
+                f"{card.version!r}; refusing to seal it"
+            )
+        Predictor(card, onnx_bytes)  # checksum of the artifact, and the card against its graph
+        digest = sha256_hex(data)
+        try:
+            self.store.write_bytes(key, digest.encode(), if_absent=True)
+        except ConflictError:  # sealed concurrently: verify what the other writer recorded
+            self._read_card(name, version)
+        return digest
 
     def load(self, name: str, ref: str = DEFAULT_ALIAS) -> tuple[ModelCard, bytes]:
         """Card and artifact of a version or alias, checksum verified on every call."""
@@ -360,6 +419,8 @@ class ModelRegistry:
                 f"{card.onnx.sha256}; refusing to register it",
                 extra={"expected_sha256": card.onnx.sha256, "actual_sha256": actual},
             )
+        # a card that does not describe its graph is refused now, not at its first request
+        Predictor(msgspec.structs.replace(card, name=name), onnx_bytes, verify=False)
         candidate = 0
         for _ in range(MAX_REGISTER_ATTEMPTS):
             numbers = self._version_numbers(name, claimed=True)
@@ -376,7 +437,12 @@ class ModelRegistry:
                 f"{MAX_REGISTER_ATTEMPTS} attempts"
             )
         final = msgspec.structs.replace(card, name=name, version=version)
-        self.store.write_bytes(self._card_key(name, version), card_to_json(final), if_absent=True)
+        card_bytes = card_to_json(final)
+        # the checksum first: once card.json exists the version does, and it must verify
+        self.store.write_bytes(
+            self._card_sha_key(name, version), sha256_hex(card_bytes).encode(), if_absent=True
+        )
+        self.store.write_bytes(self._card_key(name, version), card_bytes, if_absent=True)
         self.record(name, "registered", version, reason=reason, metrics=dict(final.metrics))
         return final
 
@@ -551,6 +617,23 @@ class ModelRegistry:
         try:
             version = self.resolve(name, ref)
             predictor = self._version_predictor(name, version)
+        except IntegrityError as error:
+            # The alias moved to a version that is refused (tampered or mismatched card or
+            # artifact): a running server goes on serving the verified version it has, and
+            # says why once per refused version.
+            if entry is None:
+                raise
+            refused = (name, ref, error.detail)
+            if refused not in self._refused:
+                self._refused.add(refused)
+                _log.error(
+                    "%s@%s: %s; still serving version %s",
+                    name,
+                    ref,
+                    error.detail,
+                    entry.predictor.version,
+                )
+            predictor = entry.predictor
         except SkyscoreError:
             raise
         except Exception:
