@@ -7,26 +7,16 @@ environment (settings are read once per process, as on the platform)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from gcpfunc import GcpApp, VertexFake, function_env, vertex_fake
+from gcpfunc import GcpApp, GcpCloud, VertexFake, function_env, vertex_fake
 
-from fake_gcs import FakeGcs, fake_gcs_process
-from pubsub_emulator import PubSubEmulator, shared_pubsub
+from fake_gcs import fake_gcs_process
+from pubsub_emulator import shared_pubsub
 from skyscore.model.registry import ModelRegistry
 from skyscore.training.train import TrainResult
 
 NOTIFIED_PREFIX = "incoming/"
-
-
-@dataclass(frozen=True)
-class GcpCloud:
-    """The session's emulators: storage whose finalize notifications go to ``topic``."""
-
-    pubsub: PubSubEmulator
-    gcs: FakeGcs
-    topic: str
 
 
 @pytest.fixture(scope="session")

@@ -432,6 +432,15 @@ def vertex_fake(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GcpCloud:
+    """The session's emulators: storage whose finalize notifications go to ``topic``."""
+
+    pubsub: PubSubEmulator
+    gcs: FakeGcs
+    topic: str
+
+
 @dataclass
 class GcpApp:
     """One test's bucket, topics and Vertex AI, as the functions' environment names them;
