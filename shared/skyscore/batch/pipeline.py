@@ -57,7 +57,7 @@ class Observer(Protocol):
     """Sees every scored chunk (drift monitoring plugs in here); must not modify it."""
 
     def observe(self, batch: Batch, probabilities: np.ndarray) -> None:
-        """Called once per chunk, in order, from the scoring thread."""
+        """Called once per chunk, in order, from one thread (not the caller's)."""
 
 
 class ScoringModel(Protocol):
@@ -373,11 +373,15 @@ def score_stream(
     # Inference runs on up to INFERENCE_WORKERS threads (ONNX Runtime releases the GIL and a
     # session may run concurrently), so a costly model uses every core while decoding has
     # nothing to do; results are taken in file order. Encoding runs on its own thread, one
-    # chunk at a time and in order. At most QUEUE_DEPTH encoded chunks wait (bounded memory).
+    # chunk at a time and in order, and so do the observers (drift counting is numpy work
+    # that releases the GIL: on the calling thread it held up handing chunks to inference).
+    # At most QUEUE_DEPTH encoded and observed chunks wait (bounded memory).
     scorer = ThreadPoolExecutor(max_workers=INFERENCE_WORKERS, thread_name_prefix="skyscore-infer")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyscore-encode")
+    watcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skyscore-observe")
     scoring: deque[tuple[Batch, Future[tuple[np.ndarray, np.ndarray, float]]]] = deque()
     pending: deque[Future[float]] = deque()
+    observing: deque[Future[float]] = deque()
 
     def infer(batch: Batch) -> tuple[np.ndarray, np.ndarray, float]:
         tick = time.perf_counter()
@@ -390,13 +394,19 @@ def score_stream(
         encoder.write(batch, probabilities, labels)
         return time.perf_counter() - tick
 
-    def finish(batch: Batch, scored: Future[tuple[np.ndarray, np.ndarray, float]]) -> None:
-        probabilities, labels, seconds = scored.result()
-        report.infer_seconds += seconds
+    def observe(batch: Batch, probabilities: np.ndarray) -> float:
         tock = time.perf_counter()
         for observer in observers:
             observer.observe(batch, probabilities)
-        report.observe_seconds += time.perf_counter() - tock
+        return time.perf_counter() - tock
+
+    def finish(batch: Batch, scored: Future[tuple[np.ndarray, np.ndarray, float]]) -> None:
+        probabilities, labels, seconds = scored.result()
+        report.infer_seconds += seconds
+        if observers:
+            observing.append(watcher.submit(observe, batch, probabilities))
+            while len(observing) > QUEUE_DEPTH:
+                report.observe_seconds += observing.popleft().result()
         pending.append(writer.submit(encode, batch, probabilities, labels))
         while len(pending) > QUEUE_DEPTH:
             report.encode_seconds += pending.popleft().result()
@@ -422,16 +432,19 @@ def score_stream(
             finish(*scoring.popleft())
         while pending:
             report.encode_seconds += pending.popleft().result()
+        while observing:
+            report.observe_seconds += observing.popleft().result()
         tick = time.perf_counter()
         encoder.close()
         report.encode_seconds += time.perf_counter() - tick
     finally:
         for _, scored in scoring:
             scored.cancel()
-        for written in pending:
+        for written in [*pending, *observing]:
             written.cancel()
         scorer.shutdown(wait=True)
         writer.shutdown(wait=True)
+        watcher.shutdown(wait=True)
         producer.stop()
     report.decode_seconds = producer.decode_seconds
     if hashing is not None:
