@@ -9,8 +9,9 @@ numeric + 3 categorical; 200 numeric; wide string ids), a logistic regression an
 for each. Per cell, in the same run and alternating (median of ``--runs``): skyscore's rows/s
 through ``score_file`` (what ``skyscore score`` runs: the batch pipeline plus drift
 monitoring), the pandas + scikit-learn baseline (``pd.read_csv`` + ``predict_proba`` +
-``to_csv``), the ratio, skyscore's parse-only rows/s (the decoder alone: the limit), and the
-peak RSS of a fresh process at each size. ``--engines zip`` blocks ``import pyarrow`` in the
+``to_csv``), the ratio, skyscore's parse-only rows/s (the decoder alone: the limit), ONNX
+Runtime alone on the decoded chunks (the model's own bound, on the pipeline's inference
+threads), and the peak RSS of a fresh process at each size. ``--engines zip`` blocks ``import pyarrow`` in the
 scoring processes: the dependency set of the function packages (the AWS Lambda zip).
 
 Each side runs in its own long-lived worker process (imports and model loading are paid once,
@@ -132,7 +133,7 @@ def write_table(shape: Shape, rows: int, path: Path, *, labelled: bool, seed: in
 WORKER = r"""
 import json, sys, time
 mode, engine, home, name, model_path, columns, idc = sys.argv[1:8]
-if engine == "zip":
+if engine == "zip" and mode != "naive":
     sys.modules["pyarrow"] = None  # the Lambda zip's dependency set: import pyarrow fails
 columns = json.loads(columns)
 if mode == "naive":
@@ -154,7 +155,16 @@ else:
     from skyscore.local.home import LocalHome
     from skyscore.monitoring.batch import score_file
     predictor = LocalHome.resolve(home).registry().get_predictor(name)
+    decoded = {}
     def run(source, target):
+        if mode == "infer":  # ONNX Runtime alone on decoded chunks (decoded on the first call)
+            if source not in decoded:
+                with open(source, "rb") as handle:
+                    decoded[source] = [b for b, _ in format_for("csv").decode(handle, predictor.schema)]
+            from concurrent.futures import ThreadPoolExecutor
+            from skyscore.batch.pipeline import INFERENCE_WORKERS
+            with ThreadPoolExecutor(INFERENCE_WORKERS) as pool:
+                return sum(len(p) for p in pool.map(predictor.predict_proba, decoded[source]))
         if mode == "parse":
             rows = 0
             with open(source, "rb") as handle:
@@ -282,15 +292,15 @@ def peak_rss(cell: Cell, engine: str, source: Path, target: Path) -> float:
         return worker.run(source, target)[2] / 1024
     finally:
         worker.close()
-        target.unlink(missing_ok=True)
+        for path in target.parent.glob(target.name + "*"):
+            path.unlink(missing_ok=True)
 
 
 def measure(
     cell: Cell, engine: str, source: Path, rows: int, runs: int, work: Path
 ) -> dict[str, Any]:
     """Medians of ``runs`` alternating runs of each side on ``source``."""
-    sides = {"ours": Worker("ours", engine, cell), "parse": Worker("parse", engine, cell)}
-    sides["naive"] = Worker("naive", engine, cell)
+    sides = {mode: Worker(mode, engine, cell) for mode in ("ours", "parse", "infer", "naive")}
     times: dict[str, list[float]] = {side: [] for side in sides}
     scored = 0
     try:
@@ -314,6 +324,7 @@ def measure(
         "ours": rows / median["ours"],
         "naive": rows / median["naive"],
         "parse": rows / median["parse"],
+        "infer": rows / median["infer"],
         "ratio": median["naive"] / median["ours"],
         "of_parse": median["parse"] / median["ours"],
     }
@@ -371,6 +382,7 @@ def _row(cell: Cell, found: dict[str, Any], rows: int, large: int) -> list[str]:
         f"**{found['ratio']:.2f}x**",
         f"{found['parse'] / 1e3:,.0f}k",
         f"**{found['of_parse']:.0%}**",
+        f"{found['infer'] / 1e3:,.0f}k",
         f"{peaks[rows]:,.0f}",
     ]
     if large:
@@ -397,6 +409,7 @@ def _print(engine: str, rows: int, large: int, runs: int, lines: list[list[str]]
         "vs baseline",
         "parse-only",
         "of parse-only",
+        "ONNX alone",
         f"peak MiB {rows // 1000}k",
     ]
     if large:
