@@ -238,8 +238,25 @@ resource "azurerm_role_assignment" "app_telemetry" {
 }
 
 # The training jobs read training/<model>/ and write the candidate under staging/<model>/.
+# The condition (ABAC) keeps every write and delete inside staging/: the registry (models/),
+# inputs, outputs and retraining state stay writable by the app alone, which gates a candidate
+# before it registers it.
 resource "azurerm_role_assignment" "training_data" {
   scope                = azurerm_storage_container.data.id
   role_definition_name = "Storage Blob Data Contributor"
   principal_id         = var.training_principal_id
+  condition_version    = "2.0"
+  condition            = <<-EOT
+    (
+      (
+        !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'})
+        AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'})
+        AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'})
+      )
+      OR
+      (
+        @Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '${var.prefix}staging/'
+      )
+    )
+  EOT
 }
