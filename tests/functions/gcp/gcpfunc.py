@@ -147,7 +147,7 @@ def _lower(items: Any) -> dict[str, str]:
 
 
 def logged(lines: list[str], what: str) -> list[dict[str, Any]]:
-    """The dicts the functions logged after ``<what> ...: `` (``upload``, ``retraining``)."""
+    """The dicts the functions logged after ``<what> ...: `` (``upload``)."""
     out = []
     for line in lines:
         _, sep, rest = line.partition(f"skyscore.gcp {what} ")
@@ -155,8 +155,6 @@ def logged(lines: list[str], what: str) -> list[dict[str, Any]]:
             _, sep2, tail = rest.rpartition(": {")
             if sep2:
                 out.append(ast.literal_eval("{" + tail))
-            elif what == "retraining" and rest.startswith("{"):
-                out.append(ast.literal_eval(rest))
     return out
 
 

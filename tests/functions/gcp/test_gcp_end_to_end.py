@@ -33,7 +33,10 @@ def test_upload_notification_push_function_predictions(
         blob = gcp_cloud.gcs.client().bucket(gcp_app.bucket).blob("incoming/cancer/e2e.csv")
         blob.upload_from_string(data, content_type="text/csv")
         out = "predictions/cancer/e2e.predictions.csv"
-        wait_until(lambda: store.exists(out + ".manifest.json"), 60, "predictions")
+        try:
+            wait_until(lambda: store.exists(out + ".manifest.json"), 60, "predictions")
+        except AssertionError as error:  # say what the function saw
+            raise AssertionError(f"{error}\n{upload.log()[-4000:]}") from None
         source = tmp_path / "e2e.csv"
         source.write_bytes(data)
         score_path(source, tmp_path / "e2e.predictions.csv", demo_predictor)
