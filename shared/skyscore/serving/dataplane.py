@@ -301,6 +301,18 @@ def _encode_fallback(obj: Any) -> Any:
 _problem_encoder = msgspec.json.Encoder(enc_hook=_encode_fallback)
 
 
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable (lone surrogates as ``\\udXXX`` escapes):
+    the problem that names a client's unencodable text must itself be JSON."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def _is_json(content_type: str | None) -> bool:
     if content_type is None:
         return False
@@ -560,13 +572,15 @@ class DataPlane:
             headers["allow"] = ", ".join(allow)
         try:
             body = _problem_encoder.encode(problem)
+        except UnicodeEncodeError:  # a lone surrogate the client put in a path or a name
+            body = _problem_encoder.encode(_scrub(problem))
         except Exception:
-            _log.exception("could not encode the problem for %s", path)
+            _log.exception("could not encode the problem for %s", _scrub(path))
             return self._internal_error(path)
         return Response(error.status, headers, body)
 
     def _internal_error(self, path: str | None) -> Response:
-        problem = internal_problem(path)
+        problem = internal_problem(_scrub(path))
         if path is not None and path.startswith("/v2"):
             problem["error"] = problem["detail"]
         return Response(500, {"content-type": PROBLEM_CONTENT_TYPE}, _encoder.encode(problem))

@@ -70,3 +70,15 @@ def test_deep_json_names_the_nesting(plane: DataPlane) -> None:
         assert response.status == 400
         problem = msgspec.json.decode(response.body)
         assert "nested too deeply" in problem["detail"]
+
+
+def test_unencodable_text_in_a_path_or_name_is_a_4xx(plane: DataPlane) -> None:
+    """A lone surrogate (which no UTF-8 can carry) named back in the problem was a crash of
+    ``handle`` itself, which must never raise."""
+    for path in ("/v1/models/\ud800/predict", "/v2/models/\ud800/ready", "/\ud800"):
+        response = plane.handle(Request("POST", path, JSON, b"{}"))
+        assert 400 <= response.status < 500, path
+        assert "\\ud800" in msgspec.json.decode(response.body)["detail"]
+    unknown = b'{"inputs": [{"name": "\\ud800", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+    response = plane.handle(Request("POST", "/v2/models/tiny/infer", JSON, unknown))
+    assert response.status == 400
