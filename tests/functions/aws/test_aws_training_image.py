@@ -74,7 +74,7 @@ def test_train_script_reports_why_it_failed(tmp_path: Path, data_dir: Path) -> N
 
 def test_dockerfile_contract() -> None:
     dockerfile = (ROOT / "infra" / "aws" / "Dockerfile").read_text()
-    assert "FROM python:3.11" in dockerfile
+    assert "FROM --platform=linux/amd64 python:3.13" in dockerfile
     assert "'.[train]'" in dockerfile
     assert "COPY infra/aws/train /usr/local/bin/train" in dockerfile
     instructions = [line.split()[0] for line in dockerfile.splitlines() if line and line[0] != "#"]
@@ -84,3 +84,45 @@ def test_dockerfile_contract() -> None:
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), source
     assert os.access(TRAIN, os.X_OK)
+
+
+def _sends(dockerfile: Path) -> list[str]:
+    """The paths a Dockerfile copies from the build context (the repository root)."""
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            sources.extend(line.split()[1:-1])
+    return sources
+
+
+def test_images_are_built_for_amd64_with_their_own_ignore_files() -> None:
+    """SageMaker and the Lambda functions run x86_64; a build on an arm64 laptop must not ship
+    an arm64 image. The context is the repository root, so each Dockerfile has an ignore file
+    (BuildKit's <Dockerfile>.dockerignore) that keeps .venv and node_modules out."""
+    infra = ROOT / "infra" / "aws"
+    makefile = (infra / "Makefile").read_text()
+    for name in ("Dockerfile", "scoring.Dockerfile"):
+        dockerfile = infra / name
+        [base] = [line for line in dockerfile.read_text().splitlines() if line.startswith("FROM")]
+        assert base.startswith("FROM --platform=linux/amd64 "), base
+        ignore = (infra / f"{name}.dockerignore").read_text().splitlines()
+        assert ignore[ignore.index("**")] == "**"  # everything out, then what COPY needs
+        for source in _sends(dockerfile):
+            assert (ROOT / source.split("*")[0]).exists() or list(ROOT.glob(source)), source
+            assert any(line.startswith("!") and source.split("*")[0] in line for line in ignore)
+        assert f"-f infra/aws/{name}" in makefile
+    assert makefile.count("--platform linux/amd64") == 2
+    # the training image goes into the repository the deploy creates; no account id to fill in
+    assert "skyscore-$(STAGE)-train" in makefile and "sts get-caller-identity" in makefile
+
+
+def test_scoring_image_is_the_lambda_python313_base_with_pyarrow() -> None:
+    dockerfile = (ROOT / "infra" / "aws" / "scoring.Dockerfile").read_text()
+    assert "public.ecr.aws/lambda/python:3.13" in dockerfile
+    assert "requirements-image.txt" in dockerfile and "--no-deps" in dockerfile
+    requirements = (ROOT / "functions" / "aws" / "requirements-image.txt").read_text()
+    assert "-r requirements.txt" in requirements and "pyarrow==" in requirements
+    zip_requirements = (ROOT / "functions" / "aws" / "requirements.txt").read_text()
+    pins = [line.split("#")[0].strip() for line in zip_requirements.splitlines()]
+    assert [p for p in pins if p] and not [p for p in pins if p.startswith("pyarrow")]
+    assert 'CMD ["functions.aws.upload.handler"]' in dockerfile
