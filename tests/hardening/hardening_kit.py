@@ -335,6 +335,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._budget: dict[str, int | None] = {"down": None, "up": None}
+        self._back_after: float | None = None
         self.cut = threading.Event()
         self.cuts = 0
 
@@ -343,23 +344,30 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
+        """Listen (again, on the same port); a no-op while listening."""
+        with self._lock:
+            if self._listener is not None:
+                return self
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
         listener.settimeout(0.05)
         self.port = listener.getsockname()[1]
-        self.cut.clear()
         with self._lock:
             self._listener = listener
             self._budget = {"down": None, "up": None}
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
-    def cut_after(self, nbytes: int, direction: str = "down") -> None:
-        """Stop once ``nbytes`` more bytes went ``down`` (server → client) or ``up``."""
+    def cut_after(
+        self, nbytes: int, direction: str = "down", *, back_after: float | None = None
+    ) -> None:
+        """Stop once ``nbytes`` more bytes went ``down`` (server → client) or ``up``; with
+        ``back_after``, listen again that many seconds later (a blip, not an outage)."""
         with self._lock:
             self._budget[direction] = nbytes
+            self._back_after = back_after
 
     def stop(self) -> None:
         """Close the listener and cut every connection now."""
@@ -416,6 +424,8 @@ class FaultProxy:
                     if budget > 0:
                         sink.sendall(data[:budget])
                     self.stop()
+                    if self._back_after is not None:
+                        threading.Timer(self._back_after, self.start).start()
                     return
                 sink.sendall(data)
         except OSError:
