@@ -1,5 +1,5 @@
 """One port contract, run over every adapter: local, S3 (moto), Azure Blob/Queue (Azurite) and
-GCS (fake-gcs-server). Each backend's fixtures start its real server on 127.0.0.1; an adapter,
+GCS (fake-gcs-server), Pub/Sub (the gcloud emulator). Each backend's fixtures start its real server on 127.0.0.1; an adapter,
 present or future, joins by adding its fixture name to the lists below."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from skyscore.adapters.local import LocalBlobStore, LocalQueue
 from skyscore.ports import BlobStore, QueuePort
 
 BLOB_STORES = ["local", "moto", "azurite", "fakegcs"]
-QUEUES = ["local", "moto", "azurite"]
+QUEUES = ["local", "moto", "azurite", "pubsub"]
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +96,13 @@ except ImportError as missing:
     @pytest.fixture
     def fakegcs_blob_store() -> BlobStore:
         pytest.fail(f"the GCS adapter's fixtures are missing: {_gcs_missing}")
+
+
+try:
+    from pubsub_emulator import pubsub_queue
+except ImportError as missing:
+    _pubsub_missing = str(missing)
+
+    @pytest.fixture
+    def pubsub_queue() -> QueuePort:
+        pytest.fail(f"the Pub/Sub adapter's fixtures are missing: {_pubsub_missing}")

@@ -230,9 +230,61 @@ def _azure(model: TrainResult, table: bytes, body: bytes, tmp: Path) -> Outcome:
         return out, errors, response.get_body()
 
 
+def _gcp(model: TrainResult, table: bytes, body: bytes, tmp: Path) -> Outcome:
+    import functions_framework
+    from cloudevents.http import CloudEvent
+
+    from fake_gcs import shared_fake_gcs
+    from skyscore.model.registry import ModelRegistry
+    from skyscore.runtime.wiring import reset_cores
+
+    server = shared_fake_gcs()
+    bucket = server.new_bucket("parity")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", server.endpoint)
+        patch.setenv("SKYSCORE_BUCKET", bucket)
+        patch.setenv("SKYSCORE_MODEL", MODEL)
+        patch.setenv("SKYSCORE_REFRESH_SECONDS", "0")
+        for name in ("SKYSCORE_PREFIX", "SKYSCORE_TOPIC"):
+            patch.delenv(name, raising=False)
+        reset_cores()
+        store = server.store(bucket)
+        registry = ModelRegistry(store, refresh_seconds=0)
+        card = registry.register(model.card, model.onnx_bytes, name=MODEL)
+        registry.promote(MODEL, card.version)
+        key = f"incoming/{MODEL}/{INPUT_NAME}"
+        store.write_bytes(key, table)
+        info = store.stat(key)
+        assert info is not None
+
+        from functions.gcp import main
+
+        main.upload(
+            CloudEvent(
+                {
+                    "type": "google.cloud.storage.object.v1.finalized",
+                    "id": str(uuid.uuid4()),
+                    "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+                },
+                {"bucket": bucket, "name": key, "generation": info.version, "size": str(info.size)},
+            )
+        )
+        stem = INPUT_NAME.rsplit(".", 1)[0]
+        out_key = f"predictions/{MODEL}/{stem}.predictions.csv"
+        out, errors = store.read_bytes(out_key), store.read_bytes(out_key + ".errors.jsonl")
+        client = functions_framework.create_app("http", main.__file__).test_client()
+        response = client.post(
+            f"/v1/models/{MODEL}/predict", data=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.data
+        reset_cores()
+        return out, errors, bytes(response.data)
+
+
 DRIVERS: dict[str, Callable[[TrainResult, bytes, bytes, Path], Outcome]] = {
     "aws": _aws,
     "azure": _azure,
+    "gcp": _gcp,
 }
 
 
