@@ -1,5 +1,7 @@
 """AWS figures: function package sizes, HTTP cold start from the Lambda package against the same
-handler on scikit-learn + joblib, and end-to-end upload scoring throughput against moto server.
+handler on scikit-learn + joblib, and upload scoring throughput against moto server with exactly
+the dependency set each function is deployed with: the zip (no pyarrow) and the scoring image
+(the zip's wheels plus pyarrow, python3.13 manylinux x86_64 wheels, as the Dockerfile installs).
 
     .venv/bin/python -m bench.aws                  # uses .serverless/skyscore.zip, else packages
     .venv/bin/python -m bench.aws --rows 500000
@@ -18,11 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "skyscore-bench-data"
@@ -43,6 +43,85 @@ assert answer["statusCode"] == 200, answer
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "first": t2 - t1, "total": t2 - t0}))
 """
+
+UPLOAD_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])       # the function's task root: its own wheels only
+sys.path.append(sys.argv[2])          # boto3 and friends (the Lambda runtime's)
+import importlib.abc, json
+if sys.argv[3] == "block":
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"pyarrow", "pandas", "sklearn", "scipy"}:
+                raise ImportError(name + " is not in this dependency set")
+    sys.meta_path.insert(0, Block())
+from functions.aws import upload
+event = json.loads(sys.argv[4])
+ctx = type("C", (), {"function_name": "f", "memory_limit_in_mb": 3008, "aws_request_id": "r",
+                     "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f"})()
+t0 = time.perf_counter()
+answer = upload.handler(event, ctx)
+elapsed = time.perf_counter() - t0
+print(json.dumps({"seconds": elapsed, "status": answer["results"][0]["status"],
+                  "pyarrow": "pyarrow" in sys.modules}))
+"""
+
+RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six", "jmespath")
+
+
+def runtime_modules(target: Path) -> Path:
+    """What the Lambda runtime (zip) or base image provides, as links into this venv."""
+    import importlib.util
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUNTIME_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        link = target / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return target
+
+
+def image_task(zip_task: Path, target: Path) -> Path:
+    """The scoring image's task root: the zip's contents plus requirements-image.txt's extra
+    wheels, for the image's platform (python3.13, manylinux x86_64), as its Dockerfile does."""
+    import shutil
+
+    shutil.copytree(zip_task, target)
+    extra = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "functions" / "aws" / "requirements-image.txt").read_text().splitlines()
+        if line.split("#")[0].strip() and not line.startswith("-r")
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform=manylinux_2_28_x86_64",
+            "--python-version=3.13",
+            "--implementation=cp",
+            "--target",
+            str(target),
+            *extra,
+        ],
+        check=True,
+    )
+    for junk in ("pyarrow/include", "pyarrow/tests"):
+        shutil.rmtree(target / junk, ignore_errors=True)
+    return target
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
 
 SKLEARN_CHILD = """
 import sys, time
@@ -98,7 +177,15 @@ def package(path: Path | None) -> Path:
             "SKYSCORE_PYTHON": sys.executable,
         }
         subprocess.run(
-            [str(ROOT / "node_modules" / ".bin" / "serverless"), "package", "--stage", "dev"],
+            [
+                str(ROOT / "node_modules" / ".bin" / "serverless"),
+                "package",
+                "--stage",
+                "dev",
+                # the zip is what is measured here; an image by digest needs no Docker
+                "--param=scoringImageUri=123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+                "serverless-skyscore-dev@sha256:" + "0" * 64,
+            ],
             cwd=ROOT,
             env=env,
             check=True,
@@ -106,7 +193,7 @@ def package(path: Path | None) -> Path:
     return default
 
 
-def sizes(zip_path: Path, functions: list[str]) -> None:
+def sizes(zip_path: Path, image_root: Path) -> None:
     with zipfile.ZipFile(zip_path) as zf:
         unzipped = sum(i.file_size for i in zf.infolist())
         tops: dict[str, int] = {}
@@ -114,18 +201,23 @@ def sizes(zip_path: Path, functions: list[str]) -> None:
             top = info.filename.split("/", 1)[0]
             tops[top] = tops.get(top, 0) + info.file_size
     zipped = zip_path.stat().st_size
+    image = tree_bytes(image_root)
+    limit = 250 * 2**20
     rows = [
-        [f, f"{zipped / 2**20:.1f}", f"{unzipped / 2**20:.1f}", f"{unzipped / (250 * 2**20):.0%}"]
-        for f in functions
+        [f, "zip", f"{zipped / 2**20:.1f}", f"{unzipped / 2**20:.1f}", f"{unzipped / limit:.0%}"]
+        for f in ("http", "retrainSchedule", "retrainAlarm")
+    ] + [
+        [f, "image (+ pyarrow)", "", f"{image / 2**20:.1f}", f"{image / limit:.0%} (limit 10 GB)"]
+        for f in ("upload", "score", "jobCompleted")
     ]
     table(
-        "Function packages (one shared artifact; `package.individually: false`)",
-        ["function", "zipped MiB", "unzipped MiB", "of the 250 MB limit"],
+        "Function packages (one zip; one image: task root without the base image's Python)",
+        ["function", "package", "zipped MiB", "unzipped MiB", "of the 250 MB zip limit"],
         rows,
     )
     biggest = sorted(tops.items(), key=lambda kv: -kv[1])[:6]
     table(
-        "Largest parts of the package (unzipped)",
+        "Largest parts of the zip (unzipped)",
         ["top-level", "MiB"],
         [[k, f"{v / 2**20:.1f}"] for k, v in biggest],
     )
@@ -153,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     from skyscore.training.train import TrainConfig, train
 
     zip_path = package(args.zip)
-    sizes(zip_path, ["http", "upload", "score", "retrainSchedule", "retrainAlarm", "jobCompleted"])
 
     import logging
 
@@ -198,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     task = work / "task"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(task)
+    image_root = image_task(task, work / "image-task")
+    sizes(zip_path, image_root)
+    runtime = runtime_modules(work / "runtime")
     columns = [c for c in frame.columns if c != DEMO_TARGET]
     row = {c: (v.item() if hasattr(v, "item") else v) for c, v in frame[columns].iloc[0].items()}
     body = json.dumps({"instances": [row]})
@@ -275,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
 
-    # ---- upload scoring throughput, end to end through moto
-    from functions.aws import common, queue, upload
-
+    # ---- upload scoring throughput, end to end through moto, per deployed dependency set
     fraud_data = work / "fraud-train.csv"
     write_synthetic_csv(fraud_data, 20_000, seed=1)
     fraud = train(
@@ -294,96 +386,61 @@ def main(argv: list[str] | None = None) -> int:
     big = work / "big.csv"
     write_synthetic_csv(big, args.rows, seed=7, labelled=False)
     payload = big.read_bytes()
-    sqs = boto3.client("sqs")
-    queue_url = sqs.create_queue(QueueName="bench-work")["QueueUrl"]
-    os.environ["SKYSCORE_WORK_QUEUE_URL"] = queue_url
-    ctx = type(
-        "C",
-        (),
-        {
-            "function_name": "f",
-            "memory_limit_in_mb": 3008,
-            "aws_request_id": "r",
-            "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f",
-        },
-    )
-
-    def s3_event(key: str) -> dict[str, Any]:
+    results = []
+    for label, root, block in (
+        ("zip (http, retrain: no pyarrow)", task, "block"),
+        ("scoring image (upload, score, jobCompleted: + pyarrow)", image_root, "none"),
+    ):
+        key = f"incoming/fraud/{'zip' if block == 'block' else 'image'}.csv"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=payload)
         etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
-        return {
+        event = {
             "Records": [
                 {
+                    "eventSource": "aws:s3",
                     "eventName": "ObjectCreated:Put",
                     "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "eTag": etag}},
                 }
             ]
         }
-
-    results = []
-    for label, fanout, workers in (
-        ("one invocation", 1 << 40, 0),
-        ("fan-out, 4 concurrent workers", len(payload) // 8, 4),
-    ):
-        os.environ["SKYSCORE_FANOUT_BYTES"] = str(fanout)
-        os.environ["SKYSCORE_PART_BYTES"] = str(max(len(payload) // 8, 5 << 20))
-        common.reset()
-        key = f"incoming/fraud/{label.split(',')[0].replace(' ', '-')}.csv"
-        started = time.perf_counter()
-        s3.put_object(Bucket=BUCKET, Key=key, Body=payload)
-        request = ctx()
-        request.aws_request_id = label
-        answer = upload.handler(s3_event(key), request)
-        if workers:
-
-            def worker() -> None:
-                while True:
-                    got = sqs.receive_message(
-                        QueueUrl=queue_url, MaxNumberOfMessages=1, AttributeNames=["All"]
-                    ).get("Messages", [])
-                    if not got:
-                        return
-                    message = got[0]
-                    record = {
-                        "messageId": message["MessageId"],
-                        "receiptHandle": message["ReceiptHandle"],
-                        "body": message["Body"],
-                        "attributes": message.get("Attributes", {}),
-                        "messageAttributes": {},
-                        "md5OfBody": "",
-                        "eventSource": "aws:sqs",
-                        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-work",
-                        "awsRegion": "us-east-1",
-                    }
-                    out = queue.handler({"Records": [record]}, ctx())
-                    assert not out["batchItemFailures"], out
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-            threads = [threading.Thread(target=worker) for _ in range(workers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        elapsed = time.perf_counter() - started
+        child = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            UPLOAD_CHILD,
+            str(root),
+            str(runtime),
+            block,
+            json.dumps(event),
+        ]
+        child_env = {**os.environ, **env, "SKYSCORE_FANOUT_BYTES": str(1 << 40)}
+        done = subprocess.run(child, capture_output=True, text=True, check=False, env=child_env)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
         out_key = key.replace("incoming/", "predictions/").replace(".csv", ".predictions.csv")
         manifest = json.loads(
             s3.get_object(Bucket=BUCKET, Key=out_key + ".manifest.json")["Body"].read()
         )
         assert manifest["rows_scored"] == args.rows, manifest
+        seconds = figures["seconds"]
         results.append(
             [
                 label,
+                "yes" if figures["pyarrow"] else "no",
                 f"{args.rows:,}",
                 f"{len(payload) / 2**20:.0f}",
-                f"{elapsed:.2f}",
-                f"{args.rows / elapsed:,.0f}",
-                f"{len(payload) / 2**20 / elapsed:.1f}",
-                str(manifest.get("fanout", {}).get("parts", 1)),
-                answer["results"][0]["status"],
+                f"{seconds:.2f}",
+                f"{args.rows / seconds:,.0f}",
+                f"{len(payload) / 2**20 / seconds:.1f}",
+                figures["status"],
             ]
         )
     table(
-        f"Upload scoring end to end against moto (upload, S3 event, score, write; {os.cpu_count()} CPUs)",
-        ["path", "rows", "MiB", "seconds", "rows/s", "MiB/s", "parts", "first status"],
+        "Upload function, one invocation, against moto, per deployed dependency set "
+        f"({os.cpu_count()} CPUs; fresh process, model from S3)",
+        ["dependency set", "pyarrow", "rows", "MiB", "seconds", "rows/s", "MiB/s", "status"],
         results,
     )
     server.stop()
