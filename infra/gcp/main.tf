@@ -58,10 +58,33 @@ resource "google_storage_bucket_iam_member" "functions_data" {
   member = google_service_account.functions.member
 }
 
-resource "google_storage_bucket_iam_member" "training_data" {
+# training jobs read training/ and write only their candidate under staging/: the registry
+# (models/), inputs, outputs and retraining state stay writable by the functions alone, which
+# gate a candidate before they register it (IAM conditions need uniform bucket-level access)
+locals {
+  objects = "projects/_/buckets/${google_storage_bucket.data.name}/objects/${var.prefix}"
+}
+
+resource "google_storage_bucket_iam_member" "training_read" {
+  bucket = google_storage_bucket.data.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.training.member
+  condition {
+    title       = "training-and-staging-only"
+    description = "list the bucket; read training data and the job's own staging"
+    expression  = "resource.type == \"storage.googleapis.com/Bucket\" || resource.name.startsWith(\"${local.objects}training/\") || resource.name.startsWith(\"${local.objects}staging/\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "training_write" {
   bucket = google_storage_bucket.data.name
   role   = "roles/storage.objectUser"
   member = google_service_account.training.member
+  condition {
+    title       = "staging-only"
+    description = "write the candidate under staging/ and nowhere else"
+    expression  = "resource.name.startsWith(\"${local.objects}staging/\")"
+  }
 }
 
 # fan-out parts go to the work topic; rejected messages to its dead-letter topic

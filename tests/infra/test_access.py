@@ -22,11 +22,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURE = ROOT / "infra" / "azure"
+GCP = ROOT / "infra" / "gcp"
 APP = ROOT / "functions" / "azure" / "function_app.py"
 
 # Roles that can write blobs, and the scopes they may be granted on.
 AZURE_BLOB_WRITERS = {"Storage Blob Data Contributor", "Storage Blob Data Owner"}
 AZURE_BROAD_ROLES = {"Owner", "Contributor", "User Access Administrator"}
+GCP_BROAD_ROLES = {"roles/owner", "roles/editor", "roles/storage.admin", "roles/iam.securityAdmin"}
+GCP_OBJECT_WRITERS = {
+    "roles/storage.objectUser",
+    "roles/storage.objectAdmin",
+    "roles/storage.objectCreator",
+}
+GCP_PUBLIC = {"allUsers", "allAuthenticatedUsers"}
 
 
 def _plain(value: Any) -> Any:
@@ -160,3 +168,71 @@ def test_the_parser_sees_the_real_training_condition() -> None:
     found = resources(AZURE)
     training = next(r for r in found if r.address == "azurerm_role_assignment.training_data")
     assert "staging/" in _first(training.body["condition"])
+
+
+# ---------------------------------------------------------------------------------- GCP
+
+
+def gcp_findings(found: list[Resource]) -> Iterator[str]:
+    for item in found:
+        body = item.body
+        if item.type == "google_storage_bucket":
+            if body.get("public_access_prevention") != "enforced":
+                yield f"{item.address}: public access not prevented"
+            if body.get("uniform_bucket_level_access") is not True:
+                yield f"{item.address}: object ACLs allowed"
+        elif item.type.endswith(("_iam_member", "_iam_binding", "_iam_policy")):
+            role = str(body.get("role", ""))
+            members = body.get("members", [body.get("member", "")])
+            if role in GCP_BROAD_ROLES or role.endswith(".*"):
+                yield f"{item.address}: broad role {role}"
+            if any(str(m) in GCP_PUBLIC for m in members):
+                yield f"{item.address}: granted to {members}"
+            if item.type == "google_storage_bucket_iam_member" and role in GCP_OBJECT_WRITERS:
+                member = str(body.get("member", ""))
+                if "service_account.functions" in member:
+                    continue  # the functions: they gate and register candidates
+                expression = str(_first(body.get("condition", [{}])).get("expression", ""))
+                only_staging = re.fullmatch(
+                    r'resource\.name\.startsWith\(\\?"[^"]*staging/\\?"\)', expression
+                )
+                if not only_staging:
+                    yield f"{item.address}: {member} can write the registry (models/)"
+
+
+def test_gcp_terraform_is_closed_by_default() -> None:
+    found = resources(GCP)
+    assert any(r.type == "google_storage_bucket" for r in found), "no bucket parsed"
+    assert any(r.type == "google_storage_bucket_iam_member" for r in found)
+    assert list(gcp_findings(found)) == []
+
+
+def test_gcp_functions_are_private() -> None:
+    """No function is invokable by allUsers: every invoker grant names a service account."""
+    grants = [
+        r for r in resources(GCP) if r.type.startswith("google_cloud_run") and "iam" in r.type
+    ]
+    assert grants, "no invoker grant parsed"
+    for grant in grants:
+        assert "service_account" in str(grant.body.get("member", "")), grant.address
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "finding"),
+    [
+        ("google_storage_bucket", {"public_access_prevention": "inherited"}, "public access"),
+        ("google_storage_bucket", {"uniform_bucket_level_access": False}, "object ACLs"),
+        ("google_project_iam_member", {"role": "roles/editor"}, "broad role"),
+        ("google_cloud_run_service_iam_member", {"member": "allUsers"}, "granted to"),
+    ],
+)
+def test_each_gcp_check_can_fail(kind: str, change: dict[str, Any], finding: str) -> None:
+    findings = list(gcp_findings(_broken(resources(GCP), kind, change)))
+    assert any(finding in f for f in findings), findings
+
+
+def test_a_gcp_training_grant_on_the_whole_bucket_is_found() -> None:
+    found = resources(GCP)
+    write = next(r for r in found if r.address == "google_storage_bucket_iam_member.training_write")
+    write.body.pop("condition")
+    assert any("can write the registry" in f for f in gcp_findings(found))

@@ -151,8 +151,11 @@ def test_roles_are_least_privilege() -> None:
         roles
     )
     bucket_roles = resources("google_storage_bucket_iam_member")
-    assert set(bucket_roles) == {"functions_data", "training_data"}
-    assert all('"roles/storage.objectUser"' in b for b in bucket_roles.values())
+    assert set(bucket_roles) == {"functions_data", "training_read", "training_write"}
+    assert '"roles/storage.objectUser"' in bucket_roles["functions_data"]
+    assert '"roles/storage.objectViewer"' in bucket_roles["training_read"]
+    # the training account writes under staging/ only (the registry is the functions')
+    assert "staging/" in bucket_roles["training_write"].split("expression")[1]
     project_roles = re.findall(
         r'resource "google_project_iam_member" "\w+" \{.*?role\s+= "([^"]+)"', ALL, re.S
     )
