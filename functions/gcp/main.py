@@ -299,7 +299,7 @@ def work(event: CloudEvent) -> None:
             return
         result = core().message(body, owner=owner)
     except SkyscoreError as error:
-        if error.status >= 500:
+        if error.retryable:
             raise
         _hopeless(error, event, body)
         return

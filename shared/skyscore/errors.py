@@ -34,6 +34,13 @@ class SkyscoreError(Exception):
         self.row = row
         self.extra = extra or {}
 
+    @property
+    def retryable(self) -> bool:
+        """Whether delivering the same input again can help: a 5xx is ours or the platform's
+        (raise it, so the trigger retries and finally dead-letters); a 4xx is the input's
+        fault (report it once: a retry would fail the same way)."""
+        return self.status >= 500
+
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
         """The RFC 9457 problem object for this error."""
         body: dict[str, Any] = {

@@ -411,7 +411,7 @@ class BatchScorer:
         try:
             predictor = self.registry.get_predictor(layout.model_for(key, self.default_model))
         except SkyscoreError as error:  # no such model (yet): reported, and retryable later
-            if error.status >= 500:
+            if error.retryable:
                 raise
             return self._failed(key, info, keys, error)
         return self._once(
@@ -480,7 +480,7 @@ class BatchScorer:
             result = score()
         except SkyscoreError as error:
             claims.release(self.store, claim_key)
-            if error.status >= 500:
+            if error.retryable:
                 raise
             return self._failed(key, info, keys, error)
         except BaseException:
