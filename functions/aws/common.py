@@ -4,6 +4,7 @@ settings it reads are documented on :class:`skyscore.adapters.aws.AwsBackend`)."
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
@@ -12,6 +13,12 @@ if TYPE_CHECKING:
     from skyscore.runtime.core import Core
 
 SERVICE = "skyscore"
+# botocore.auth (the canonical request) and botocore.endpoint (the signed request) log the
+# X-Amz-Security-Token header at DEBUG: with the function's log level at DEBUG
+# (AWS_LAMBDA_LOG_LEVEL) the role's session token would reach the logs. Those two stay at INFO
+# whatever the root level is (tests/hardening/test_secrets.py).
+for _name in ("botocore.auth", "botocore.endpoint"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=SERVICE, service=SERVICE)
 
