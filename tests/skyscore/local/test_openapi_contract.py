@@ -9,15 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis import GenerationMode
 
+from openapi_contract import check_operations
 from skyscore.adapters.local import LocalBlobStore
 from skyscore.local.runtime import LocalRuntime
 from skyscore.model.registry import ModelRegistry
 from skyscore.training.train import TrainResult
-
-EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
@@ -35,36 +32,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, demo_model: TrainResult) ->
 @pytest.fixture(scope="module")
 def api(served: str) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{served}/openapi.json")
-
-
-def check_operations(api: schemathesis.BaseSchema, examples: int = EXAMPLES) -> list[str]:
-    """Run generated cases, valid and invalid, against every operation; the failures, one
-    line each."""
-    failures: list[str] = []
-    for result in api.get_all_operations():
-        operation = result.ok()
-        strategies = [operation.as_strategy(mode) for mode in GenerationMode]
-        mixed = strategies[0] if len(strategies) == 1 else strategies[0] | strategies[1]
-
-        @given(case=mixed)
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-            derandomize=True,
-        )
-        def run(case: schemathesis.Case) -> None:
-            case.call_and_validate()
-
-        try:
-            run()
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as error:  # schemathesis raises a group of the failed checks
-            first = str(error).strip().splitlines()[:6]
-            failures.append(f"{operation.label}: {' / '.join(first)}")
-    return failures
 
 
 def test_every_operation_keeps_its_contract(api: schemathesis.BaseSchema) -> None:
