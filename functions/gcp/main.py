@@ -38,6 +38,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import functions_framework
+from werkzeug.exceptions import HTTPException
 
 if TYPE_CHECKING:
     import flask
@@ -244,6 +245,18 @@ def http(req: flask.Request) -> flask.Response:
     except SkyscoreError as error:
         return http_response(the_core.dataplane.error_response(error, req.path))
     return http_response(the_core.http(request))
+
+
+@functions_framework.errorhandler(HTTPException)
+def framework_error(error: HTTPException) -> flask.Response:
+    """Flask's own answers (a path no route matches, such as one with a newline in it) as the
+    same problem bodies as the dataplane's, never an HTML page."""
+    import flask
+
+    from skyscore.errors import error_for_status
+
+    problem = error_for_status(error.code or 500, error.description or error.name)
+    return http_response(core().dataplane.error_response(problem, flask.request.path))
 
 
 def _hopeless(error: Exception, event: CloudEvent, body: bytes | None) -> None:

@@ -190,3 +190,20 @@ def problem_body(error: SkyscoreError, instance: str | None = None) -> dict[str,
 def internal_problem(instance: str | None = None) -> dict[str, Any]:
     """The problem object for an unexpected exception: never a stack trace."""
     return SkyscoreError("An unexpected error occurred; it has been logged.").to_problem(instance)
+
+
+_BY_STATUS: dict[int, type[SkyscoreError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def error_for_status(status: int, detail: str) -> SkyscoreError:
+    """A web framework's own refusal (a path its routes cannot match, a method it does not
+    serve, a body it will not read) as the core's error, so it renders as the same problem body
+    as ours. Statuses without a class of their own become a 400 (a client error) or stay 500."""
+    kind = _BY_STATUS.get(status, BadRequest if 400 <= status < 500 else SkyscoreError)
+    return kind(detail)

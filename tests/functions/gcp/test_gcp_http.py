@@ -89,6 +89,8 @@ def test_bad_input_is_a_problem_never_a_stack_trace(gcp_app: GcpApp, cancer: Mod
         ("POST", "/v1/models/nope/predict", bad, JSON, 404),
         ("DELETE", "/v1/models/cancer/predict", b"", {}, 405),
         ("GET", "/no/such/route", b"", {}, 404),
+        # no Flask route matches a path with a newline: Flask's own 404, as a problem too
+        ("GET", "/v1/models/a%0Ab/drift", b"", {}, 404),
         ("POST", "/v1/models/cancer/predict", b" " * (MAX_BODY_BYTES + 1), JSON, 413),
     ]
     for method, path, body, headers, status in cases:
