@@ -705,7 +705,11 @@ class SageMakerJobRunner(JobRunner):
 # Backend: how the AWS functions build the core
 # --------------------------------------------------------------------------------------------
 
-MAX_BODY_BYTES = 3 << 20
+# Lambda refuses an invocation payload over 6 MB before any code runs. A body reaches the
+# function base64-encoded (4/3 larger) or as JSON-escaped text: up to 6 bytes per byte for
+# control characters (\u00XX). 960 KiB × 6 leaves ~100 KB for the rest of the event, so every
+# body over the limit, whatever its bytes, gets our 413 problem, not the platform's.
+MAX_BODY_BYTES = 960 << 10
 """Lambda refuses events over 6 MB before any code runs. A 3 MiB body stays under it however API
 Gateway carries it: base64 (4 MiB) or JSON-escaped text where every other byte is a quote
 (6 MiB at worst), so an oversized request gets our 413 problem instead of the platform's 413."""

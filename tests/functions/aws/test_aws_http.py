@@ -195,10 +195,15 @@ def test_malformed_events_are_400_problems(cancer: ModelRegistry) -> None:
 
 def test_body_over_the_limit_is_our_413(cancer: ModelRegistry) -> None:
     """A body just over the AWS limit gets the core's 413 problem: the limit is set so that the
-    event, base64-encoded, still fits in Lambda's 6 MB, so our code answers, not the platform."""
+    event still fits in Lambda's 6 MB however the body is carried (base64, or JSON-escaped text
+    at up to 6 bytes per byte), so our code answers, not the platform."""
     from skyscore.adapters.aws import MAX_BODY_BYTES
 
-    assert MAX_BODY_BYTES * 4 // 3 < 6_000_000 and MAX_BODY_BYTES * 2 < 6_500_000
+    assert MAX_BODY_BYTES * 6 + 64 * 1024 < 6_000_000
+    worst = http_event("POST", "/v1/models/cancer/predict", b"", **{"content-type": "text/plain"})
+    worst.update(body="\x01" * (MAX_BODY_BYTES + 1), isBase64Encoded=False)
+    assert len(json.dumps(worst)) < 6_000_000  # the whole event as Lambda would receive it
+    assert call(worst)["statusCode"] == 413
     body = b'{"instances": [' + b" " * MAX_BODY_BYTES + b"]}"
     response = call(
         http_event(
