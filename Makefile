@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CHECKOV := $(VENV)/tools/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: setup tools demo test lint typecheck unit bench bench-aws clean
+.PHONY: setup tools demo test lint typecheck unit bench bench-aws aws-deploy clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,10 @@ bench: setup
 
 bench-aws: setup node_modules/.installed
 	$(BIN)/python -m bench.aws
+
+# a real AWS account: serverless deploy, then the training image (infra/aws/Makefile)
+aws-deploy: node_modules/.installed
+	$(MAKE) -f infra/aws/Makefile deploy
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .skyscore
