@@ -35,7 +35,7 @@ import binascii
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import functions_framework
 from werkzeug.exceptions import HTTPException
@@ -247,7 +247,6 @@ def http(req: flask.Request) -> flask.Response:
     return http_response(the_core.http(request))
 
 
-@functions_framework.errorhandler(HTTPException)
 def framework_error(error: HTTPException) -> flask.Response:
     """Flask's own answers (a path no route matches, such as one with a newline in it) as the
     same problem bodies as the dataplane's, never an HTML page."""
@@ -257,6 +256,10 @@ def framework_error(error: HTTPException) -> flask.Response:
 
     problem = error_for_status(error.code or 500, error.description or error.name)
     return http_response(core().dataplane.error_response(problem, flask.request.path))
+
+
+# registered on the app functions-framework builds (it sets errorhandler before loading us)
+cast(Any, functions_framework).errorhandler(HTTPException)(framework_error)
 
 
 def _hopeless(error: Exception, event: CloudEvent, body: bytes | None) -> None:

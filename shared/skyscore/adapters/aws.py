@@ -707,7 +707,7 @@ class SageMakerJobRunner(JobRunner):
 
 # Lambda refuses an invocation payload over 6 MB before any code runs. A body reaches the
 # function base64-encoded (4/3 larger) or as JSON-escaped text: up to 6 bytes per byte for
-# control characters (\u00XX). 960 KiB × 6 leaves ~100 KB for the rest of the event, so every
+# control characters (\u00XX). 960 KiB x 6 leaves ~100 KB for the rest of the event, so every
 # body over the limit, whatever its bytes, gets our 413 problem, not the platform's.
 MAX_BODY_BYTES = 960 << 10
 """Lambda refuses events over 6 MB before any code runs. A 3 MiB body stays under it however API
