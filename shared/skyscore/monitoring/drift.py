@@ -69,16 +69,17 @@ def _float32_down(values: np.ndarray) -> np.ndarray:
 
 
 class _NumericBlock:
-    """Every numeric feature's counts in a few arrays, counted in a few numpy calls whatever
-    the number of features or rows.
+    """Every numeric feature's counts in a few arrays, whatever the number of features.
 
-    A bin's count is how many values reach its lower edge minus how many reach its upper one,
-    so one broadcast comparison against all edges and one count per edge find every bin: no
-    per-value bin index. Measured here on a 16k-row chunk of 30 features: 2.4 ms, against
-    40 ms for summing each value's comparisons into a bin index and 13 ms for a
-    ``searchsorted`` per feature. Float32 values (what the decoders produce) are compared with
-    float32 copies of the bounds, rounded so that every comparison decides as in float64:
-    no float64 copy of the chunk is made.
+    Each slice is copied one contiguous row per feature and sorted; on a sorted row a bin's
+    count is the distance between the positions of its edges (``searchsorted``), and the
+    missing (NaN sorts last) and out-of-range counts are positions too. Measured here on a
+    16k-row float32 chunk: 1.6 ms at 30 features and 12 ms at 200, against 2.8 and 20 ms for
+    the broadcast comparison of every value with every edge that it replaced (same counts,
+    ``test_sorted_counts_equal_broadcast_counts``), and 13 ms at 30 for a ``searchsorted`` of
+    the values into each feature's edges. Float32 values (what the decoders produce) are
+    compared with float32 copies of the bounds, rounded so that every comparison decides as
+    in float64: no float64 copy of the chunk is made.
     """
 
     def __init__(self, columns: list[int], baselines: list[NumericBaseline]) -> None:
@@ -111,21 +112,43 @@ class _NumericBlock:
             numeric = np.asarray(numeric, dtype=np.float64)
             edges, low, high = self.edges, self.low, self.high
         for start in range(0, len(numeric), SLICE_ROWS):
-            # one contiguous row per feature: the reductions below run along rows
+            # one contiguous row per feature (a copy, so it can be sorted in place)
             values = np.take(numeric[start : start + SLICE_ROWS].T, self.columns, axis=0)
-            n = values.shape[1]
-            missing = np.count_nonzero(np.isnan(values), axis=1)
-            self.total += n
-            self.missing += missing
-            outside = (values < low[:, None]) | (values > high[:, None])  # NaN is neither
-            self.out_of_range += np.count_nonzero(outside, axis=1)
-            # how many values reach each edge (NaN none); a bin holds those reaching its lower
-            # edge but not its upper one
-            reached = np.count_nonzero(values[:, None, :] >= edges[:, :, None], axis=2)
-            cumulative = np.concatenate(
-                [(n - missing)[:, None], reached, np.zeros((len(reached), 1), np.int64)], axis=1
-            )
-            self.counts += cumulative[:, :-1] - cumulative[:, 1:]
+            values.sort(axis=1)  # NaN last
+            self._count_sorted(values, edges, low, high)
+
+    def _count_sorted(
+        self, values: np.ndarray, edges: np.ndarray, low: np.ndarray, high: np.ndarray
+    ) -> None:
+        """Count a slice whose rows (one per feature) are sorted, NaN last.
+
+        On a sorted row every count is a position: values below an edge are
+        ``searchsorted(row, edge, "left")`` (NaN sorts above everything, +inf padding edges
+        included), so a bin holds the values between its edges' positions.
+        """
+        n = values.shape[1]
+        k, width = self.counts.shape
+        # per feature, where each query would go: its edges, then low (values below it are out
+        # of range), then NaN (the missing start there)
+        left_queries = np.concatenate(
+            [edges, low[:, None], np.full((k, 1), np.nan, dtype=edges.dtype)], axis=1
+        )
+        left = np.empty(left_queries.shape, dtype=np.int64)
+        above_high = np.empty(k, dtype=np.int64)
+        for j in range(k):
+            row = values[j]
+            left[j] = np.searchsorted(row, left_queries[j], side="left")
+            above_high[j] = n - np.searchsorted(row, high[j], side="right")
+        present = left[:, -1]
+        missing = n - present
+        self.total += n
+        self.missing += missing
+        self.out_of_range += left[:, -2] + above_high - missing  # NaN is above high too
+        # bin i holds the values from edge i - 1 (or the start) up to edge i (or the missing)
+        bounds = np.concatenate(
+            [np.zeros((k, 1), np.int64), left[:, : width - 1], present[:, None]], axis=1
+        )
+        self.counts += bounds[:, 1:] - bounds[:, :-1]
 
     def empty_like(self) -> _NumericBlock:
         """Zero counts over the same (shared, read-only) bins."""

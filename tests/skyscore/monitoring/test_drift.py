@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skyscore.model.card import NumericBaseline
 from skyscore.model.predictor import Predictor
 from skyscore.model.schema import Batch
 from skyscore.monitoring.drift import (
@@ -18,6 +19,7 @@ from skyscore.monitoring.drift import (
     RollingDrift,
     _float32_down,
     _float32_up,
+    _NumericBlock,
     level,
     psi,
     summary,
@@ -211,3 +213,76 @@ def test_categorical_counts_take_non_text_values_as_their_text(hgb_predictor: Pr
     counts.add(np.array([known, known, "", 7, None], dtype=object))
     assert (counts.total, counts.missing, int(counts.counts[-1])) == (5, 1, 2)
     assert int(counts.counts[counts.index[known]]) == 2, name
+
+
+def _broadcast_counts(
+    block: _NumericBlock, numeric: np.ndarray
+) -> tuple[list[list[int]], list[int], list[int], list[int]]:
+    """The counts as the earlier implementation found them (every value against every edge):
+    the reference the sorted counting must reproduce exactly."""
+    if numeric.dtype == np.float32:
+        edges, low, high = block.edges32, block.low32, block.high32
+    else:
+        edges, low, high = block.edges, block.low, block.high
+    values = np.take(numeric.T, block.columns, axis=0)
+    n = values.shape[1]
+    missing = np.count_nonzero(np.isnan(values), axis=1)
+    outside = np.count_nonzero((values < low[:, None]) | (values > high[:, None]), axis=1)
+    reached = np.count_nonzero(values[:, None, :] >= edges[:, :, None], axis=2)
+    cumulative = np.concatenate(
+        [(n - missing)[:, None], reached, np.zeros((len(reached), 1), np.int64)], axis=1
+    )
+    counts = cumulative[:, :-1] - cumulative[:, 1:]
+    return counts.tolist(), missing.tolist(), outside.tolist(), [n] * len(block.baselines)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 300, SLICE_ROWS + 5])
+def test_sorted_counts_equal_broadcast_counts(dtype: type, n: int) -> None:
+    """Sorting each feature and reading positions gives exactly the broadcast comparison's
+    counts: features with different numbers of bins (padding edges), repeated edges' values,
+    values on, just beside and between edges, ±inf, NaN, beyond the training range, and
+    features whose columns are not in order."""
+    rng = np.random.default_rng(11)
+    k = 40
+    baselines = []
+    for j in range(k):
+        drawn = np.unique(rng.normal(0, 2, int(rng.integers(0, 10))).astype(np.float32))
+        edges = drawn.astype(np.float64) + (1e-9 if j % 3 == 0 else 0.0)  # not float32 exact
+        baselines.append(
+            NumericBaseline(
+                edges=edges.tolist(),
+                frequencies=[1 / (len(edges) + 1)] * (len(edges) + 1),
+                missing_rate=0.0,
+                min=float(edges[0]) - 1 if len(edges) else -1.0,
+                max=float(edges[-1]) + 1 if len(edges) else 1.0,
+                mean=0.0,
+                std=1.0,
+            )
+        )
+    columns = rng.permutation(k + 5)[:k].tolist()
+    numeric: np.ndarray = rng.normal(0, 3, (n, k + 5))
+    for j, base in zip(columns, baselines, strict=True):
+        edges32 = np.asarray(base.edges, dtype=np.float32)
+        special = np.array(
+            [
+                *base.edges,
+                *np.nextafter(edges32, np.float32(-np.inf)),
+                *np.nextafter(edges32, np.float32(np.inf)),
+                base.min,
+                base.max,
+                np.inf,
+                -np.inf,
+                np.nan,
+            ]
+        )
+        take = rng.choice(special, n)
+        chosen = rng.random(n) < 0.5
+        numeric[chosen, j] = take[chosen]
+    numeric = numeric.astype(dtype)
+    block = _NumericBlock(columns, baselines)
+    block.add(numeric)
+    expected = _broadcast_counts(block, numeric)
+    assert block.counts.tolist() == expected[0]
+    assert (block.missing.tolist(), block.out_of_range.tolist()) == expected[1:3]
+    assert block.total.tolist() == expected[3]
