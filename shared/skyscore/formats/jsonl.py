@@ -57,6 +57,10 @@ _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 _BOM = b"\xef\xbb\xbf"
 
 Getter = Callable[[Any], tuple[Any, ...]]
+# msgspec's C decoders raise ``RecursionError`` (not ``DecodeError``) past about ten thousand
+# levels of nesting: no record needs that, so such a value is "invalid JSON" like any other
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+TOO_DEEP = "nested too deeply to decode (no record needs thousands of levels)"
 
 
 def _getter(names: Sequence[str]) -> Getter:
@@ -71,7 +75,25 @@ def _getter(names: Sequence[str]) -> Getter:
 
 
 def _invalid_json(row: int, exc: Exception) -> RowError:
-    return RowError(row, None, f"invalid JSON: {exc}")
+    reason = TOO_DEEP if isinstance(exc, RecursionError) else str(exc)
+    return RowError(row, None, f"invalid JSON: {reason}")
+
+
+class _BadElement:
+    """An array element msgspec cannot decode although the array is well formed: nested
+    too deeply, or a number no float holds (``1e400``). A row error, as in JSON Lines."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _value_error(exc: Exception) -> bool:
+    """Whether a decode error is about one value of well-formed JSON (not its syntax)."""
+    return isinstance(exc, RecursionError) or (
+        isinstance(exc, msgspec.DecodeError) and "out of range" in str(exc)
+    )
 
 
 class RecordCodec:
@@ -225,12 +247,12 @@ def _decode_line(codec: RecordCodec, pending: _Pending, line: bytes, row: int) -
         return
     except msgspec.ValidationError:
         pass
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         pending.add_error(_invalid_json(row, exc))
         return
     try:
         record = codec.untyped.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         pending.add_error(_invalid_json(row, exc))
         return
     pending.add_record(record, row)
@@ -260,7 +282,7 @@ class JsonLinesFormat(FileFormat):
             first = False
             try:
                 structs = codec.one.decode_lines(data)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except _DECODE_ERRORS:
                 structs = None
             if structs is not None and len(structs) == data.count(b"\n") + 1:
                 pending.add_structs(structs, next_row)
@@ -332,10 +354,38 @@ def _exact_cuts(buf: bytes) -> list[int]:
     return cuts
 
 
+def _split_elements(codec: RecordCodec, body: bytes) -> tuple[bool, list[Any]] | None:
+    """The untyped elements of the array ``body``, decoded one by one, an element with a value
+    msgspec cannot hold standing as a :class:`_BadElement` (a row error, so the other rows are
+    still scored); ``None`` if ``body`` is not a well-formed JSON array."""
+    inner = body.rstrip(_JSON_WS)
+    if inner[:1] != b"[" or inner[-1:] != b"]":
+        return None
+    inner = inner[1:-1]
+    if not inner.strip(_JSON_WS):
+        return False, []
+    elements: list[Any] = []
+    start = 0
+    for cut in [*_exact_cuts(inner), len(inner)]:
+        piece = inner[start:cut]
+        start = cut + 1
+        try:
+            elements.append(codec.untyped.decode(piece))
+        except _DECODE_ERRORS as exc:
+            if not _value_error(exc):
+                return None
+            elements.append(_BadElement(_invalid_json(0, exc).reason))
+    return False, elements
+
+
 def _raise_invalid(codec: RecordCodec, body: bytes, consumed: int) -> NoReturn:
     """Raise the file-level error for malformed JSON in ``body`` (which starts at ``consumed``)."""
     try:
         codec.untyped.decode(body)
+    except RecursionError:
+        raise InvalidInput(
+            f"invalid JSON in the array after byte {consumed:,} of the file: {TOO_DEEP}"
+        ) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(
             f"invalid JSON in the array after byte {consumed:,} of the file: {exc}"
@@ -360,12 +410,12 @@ class JsonArrayFormat(FileFormat):
             return True, codec.many.decode(body)
         except msgspec.ValidationError:
             pass
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return None
+        except _DECODE_ERRORS as exc:
+            return _split_elements(codec, body) if _value_error(exc) else None
         try:
             elements = codec.untyped.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return None
+        except _DECODE_ERRORS as exc:
+            return _split_elements(codec, body) if _value_error(exc) else None
         return False, elements
 
     def _cut(
@@ -449,7 +499,10 @@ class JsonArrayFormat(FileFormat):
                     pending.add_structs(part, next_row)
                 else:
                     for offset, element in enumerate(part):
-                        pending.add_record(element, next_row + offset)
+                        if isinstance(element, _BadElement):
+                            pending.add_error(RowError(next_row + offset, None, element.reason))
+                        else:
+                            pending.add_record(element, next_row + offset)
                 next_row += len(part)
                 start += len(part)
                 if pending.count >= chunk_rows:
