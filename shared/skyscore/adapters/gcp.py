@@ -775,7 +775,9 @@ class GcpBackend:
 
     Settings: ``SKYSCORE_BUCKET`` (required), ``SKYSCORE_PREFIX``, ``SKYSCORE_GCP_PROJECT``
     (else ``GOOGLE_CLOUD_PROJECT``), ``SKYSCORE_TOPIC`` (the work topic, for fan-out) with
-    ``SKYSCORE_SUBSCRIPTION`` and ``SKYSCORE_DEAD_LETTER_TOPIC``. For retraining:
+    ``SKYSCORE_SUBSCRIPTION`` and ``SKYSCORE_DEAD_LETTER_TOPIC``; ``SKYSCORE_GCS_CHUNK_BYTES``
+    (a multiple of 256 KiB, default 8 MiB: what one ranged read or resumable-upload chunk
+    holds in memory, and the size above which an output is a resumable upload). For retraining:
     ``SKYSCORE_VERTEX_REGION``, ``_IMAGE``, ``_MACHINE_TYPE``, ``_GPU_MACHINE_TYPE``,
     ``_ACCELERATOR_TYPE``, ``_ACCELERATOR_COUNT``, ``_SERVICE_ACCOUNT``, ``_ENDPOINT`` (a local
     fake in tests) and ``SKYSCORE_TRAINING_MAX_SECONDS``.
@@ -799,6 +801,7 @@ class GcpBackend:
             settings.require("SKYSCORE_BUCKET"),
             settings.prefix,
             project=self.project(settings) or None,
+            chunk_bytes=settings.get_int("SKYSCORE_GCS_CHUNK_BYTES", DEFAULT_CHUNK_BYTES),
         )
 
     def queue(self, settings: Settings) -> PubSubQueue | None:
