@@ -21,9 +21,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,3 +357,90 @@ def test_batch_scorer_on_a_local_store(tmp_path: Path, tiny: tuple[Any, bytes]) 
             check(name, outcome, "BatchScorer")
         if name in BIG:
             (root / "incoming" / MODEL / name).unlink()
+
+
+# ------------------------------------------------------------------------------ the local inbox
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, tiny: tuple[Any, bytes]) -> Iterator[Any]:
+    from skyscore.local.runtime import LocalRuntime
+
+    home = tmp_path / "home"
+    registry = registry_at(home, tiny)
+    with LocalRuntime(
+        home,
+        host="127.0.0.1",
+        port=0,
+        default_model=MODEL,
+        poll_seconds=0.05,
+        registry=registry,
+        max_body_bytes=64 * 1024,
+        log_to_stderr=False,
+        retraining=False,
+    ) as running:
+        yield running
+
+
+def test_the_inbox_scores_or_fails_every_corpus_file(runtime: Any, tmp_path: Path) -> None:
+    """Every corpus file dropped into ``inbox/tiny/`` (renamed in whole, as writers should) is
+    scored with its rows accounted for, or moved to ``failed/`` beside a reason; symlinks to
+    files and folders outside the inbox are never read, and the runtime keeps serving."""
+    home = runtime.home.root
+    inbox = home / "inbox" / MODEL
+    inbox.mkdir(parents=True, exist_ok=True)
+    staging = tmp_path / "staging"
+    for name in sorted(CASES):
+        os.replace(make(name, staging), inbox / name)
+    outside = tmp_path / "outside"
+    secret = make("bom.csv", outside)
+    before = secret.read_bytes()
+    (inbox / "link.csv").symlink_to(secret)
+    (home / "inbox" / "linked_folder").symlink_to(outside, target_is_directory=True)
+    processed, failed = home / "processed" / MODEL, home / "failed"
+    predictions = home / "predictions" / MODEL
+
+    def settled() -> bool:
+        done = {p.name for p in processed.glob("*")} | {p.name for p in failed.glob("*")}
+        return all(name in done for name in CASES) and all(
+            (
+                predictions
+                / f"{n.rpartition('.')[0]}.predictions.{n.rpartition('.')[2]}.manifest.json"
+            ).exists()
+            for n in CASES
+            if n in done and (processed / n).exists()
+        )
+
+    wait_for(settled, "every corpus file to be scored or failed")
+    for name, (_, expect) in sorted(CASES.items()):
+        stem, _, ext = name.rpartition(".")
+        output = predictions / f"{stem}.predictions.{ext}"
+        if expect.problem is not None:
+            assert (failed / name).exists(), f"{name} was not moved to failed/"
+            reason = json.loads((failed / f"{name}.error.json").read_text())
+            check(name, Outcome(problem=reason["problem"]), "inbox")
+            assert not output.exists(), name
+            continue
+        assert (processed / name).exists(), name
+        errors_file = output.with_name(output.name + ".errors.jsonl")
+        errors, reasons = error_rows(errors_file.read_bytes()) if errors_file.exists() else ([], [])
+        manifest = json.loads(output.with_name(output.name + ".manifest.json").read_text())
+        outcome = Outcome(output_rows(output), errors, reasons, rows_read=manifest["rows_read"])
+        check(name, outcome, "inbox")
+    # the links: the target outside is untouched and was never scored under any name
+    assert secret.read_bytes() == before and [p.name for p in outside.iterdir()] == ["bom.csv"]
+    assert not (predictions / "link.predictions.csv").exists()
+    assert not (home / "predictions" / "linked_folder").exists()
+    for link in ("link.csv", "linked_folder"):  # refused with a reason, not silently ignored
+        assert (failed / link).is_symlink(), link
+        reason = json.loads((failed / f"{link}.error.json").read_text())
+        assert "symbolic link" in reason["reason"] and reason["problem"]["status"] == 400
+    assert not (inbox / "link.csv").exists() and not (home / "inbox" / "linked_folder").exists()
+    with urllib.request.urlopen(runtime.url + "/v2/health/ready", timeout=10) as response:
+        assert response.status == 200

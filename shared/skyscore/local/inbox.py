@@ -2,7 +2,7 @@
 
 * ``inbox/file.csv`` uses the default model (``--model``, or the only model there is);
   ``inbox/<model>/file.csv`` picks the model. Dotfiles and ``.tmp``/``.part`` names are ignored,
-  symlinks are not followed, and a file is taken only once its size and mtime are unchanged
+  symlinks are never followed (a link is moved to ``failed/`` with its reason), and a file is taken only once its size and mtime are unchanged
   across two polls. Writers should write elsewhere (or under a ``.part`` name) and rename the
   complete file into the inbox: a file still being written in place after it was taken is
   detected (its size or mtime changed) and fails instead of being reported scored.
@@ -195,6 +195,32 @@ class InboxWatcher:
                         if not _ignored(inner.name) and inner.is_file(follow_symlinks=False):
                             yield Path(inner.path), entry.name
 
+    def _links(self) -> Iterator[tuple[Path, str | None]]:
+        """Symlinks in the inbox or a model folder of it (never followed: one may point
+        anywhere, and a link into the inbox would score a file twice)."""
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.scandir(self.inbox), key=lambda e: e.name):
+                if _ignored(entry.name):
+                    continue
+                if entry.is_symlink():
+                    yield Path(entry.path), None
+                elif entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                            if not _ignored(inner.name) and inner.is_symlink():
+                                yield Path(inner.path), entry.name
+
+    def _refuse_link(self, path: Path, model: str | None) -> FileOutcome:
+        """Move a symlink itself (not what it points to) to ``failed/`` beside a reason."""
+        outcome = FileOutcome(input=str(path.relative_to(self.inbox)), model=model, status="failed")
+        error = BadRequest(
+            f"{outcome.input} is a symbolic link; the inbox does not follow links (one may "
+            "point outside it): copy or move the file itself into the inbox"
+        )
+        self._fail(path, outcome, error.to_problem())
+        _log.warning("inbox file", extra={"fields": outcome.fields()})
+        return outcome
+
     def poll(self) -> list[FileOutcome]:
         """One pass: note new or changing files, process those unchanged since the last pass."""
         outcomes: list[FileOutcome] = []
@@ -222,6 +248,8 @@ class InboxWatcher:
             if outcome.status == "stuck":
                 self._stuck[path] = signature
             outcomes.append(outcome)
+        for link, model in self._links():
+            outcomes.append(self._refuse_link(link, model))
         for gone in set(self._seen) - present:
             del self._seen[gone]
         for gone in set(self._stuck) - present:
