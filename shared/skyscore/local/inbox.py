@@ -4,8 +4,9 @@
   ``inbox/<model>/file.csv`` picks the model. Dotfiles and ``.tmp``/``.part`` names are ignored,
   symlinks are never followed (a link is moved to ``failed/`` with its reason), and a file
   is taken only once its size and mtime are unchanged across two polls. Writers should write
-  elsewhere (or under a ``.part`` name) and rename the complete file into the inbox: a file still being written in place after it was taken is
-  detected (its size or mtime changed) and fails instead of being reported scored.
+  elsewhere (or under a ``.part`` name) and rename the complete file into the inbox: a file
+  still being written in place after it was taken is detected (its size or mtime changed) and
+  fails instead of being reported scored.
 * A taken file moves to ``processed/<model>/<name>`` (``name-1``, ``name-2``... when an earlier
   input had that name), and is scored there: ``predictions/<model>/<stem>.predictions.<ext>``,
   ``.errors.jsonl``, ``.report.html`` and ``.manifest.json``, exactly as on the clouds.
