@@ -3,6 +3,7 @@
     python -m bench.shapes                  # 100k rows per table (what `make bench` runs)
     python -m bench.shapes --large          # + 2,000,000 rows and the peak-memory ratio
     python -m bench.shapes --shapes short13 --models hgb --engines zip
+    python -m bench.shapes --before /tmp/old/shared   # + an earlier skyscore, same run
 
 Four seeded synthetic tables (few numeric columns with short floats and string ids; 30
 numeric + 3 categorical; 200 numeric; wide string ids), a logistic regression and an HGB model
@@ -14,6 +15,10 @@ Runtime alone on the decoded chunks (the model's own bound, on the pipeline's in
 threads), and the peak RSS of a fresh process at each size. ``--engines zip`` blocks ``import pyarrow`` in the
 scoring processes: the dependency set of the function packages (the AWS Lambda zip).
 
+``--before DIR`` adds a side: skyscore imported from another source tree (``DIR`` holds the
+``skyscore`` package, e.g. ``git worktree add /tmp/old HEAD~1`` then ``/tmp/old/shared``),
+alternating with this one, so a change is measured before/after in the same run.
+
 Each side runs in its own long-lived worker process (imports and model loading are paid once,
 outside the timings); peak memory is measured in fresh processes, one per size.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -187,12 +193,16 @@ for line in sys.stdin:
 class Worker:
     """A long-lived process that runs one side on request and reports its time."""
 
-    def __init__(self, mode: str, engine: str, cell: Cell) -> None:
+    def __init__(self, mode: str, engine: str, cell: Cell, source_tree: str | None = None) -> None:
+        env = None
+        if source_tree:  # skyscore from another tree, ahead of the installed (editable) one
+            env = {**os.environ, "PYTHONPATH": source_tree}
         self.process = subprocess.Popen(
             [sys.executable, "-c", WORKER, mode, engine, *cell.worker_args()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self._read() == ["ready"]
 
@@ -285,9 +295,11 @@ def train_cells(work: Path, shapes: list[Shape], models: list[str]) -> list[Cell
     return cells
 
 
-def peak_rss(cell: Cell, engine: str, source: Path, target: Path) -> float:
+def peak_rss(
+    cell: Cell, engine: str, source: Path, target: Path, source_tree: str | None = None
+) -> float:
     """Peak RSS (MiB) of a fresh process scoring ``source`` once."""
-    worker = Worker("ours", engine, cell)
+    worker = Worker("ours", engine, cell, source_tree)
     try:
         return worker.run(source, target)[2] / 1024
     finally:
@@ -297,10 +309,18 @@ def peak_rss(cell: Cell, engine: str, source: Path, target: Path) -> float:
 
 
 def measure(
-    cell: Cell, engine: str, source: Path, rows: int, runs: int, work: Path
+    cell: Cell,
+    engine: str,
+    source: Path,
+    rows: int,
+    runs: int,
+    work: Path,
+    before: str | None = None,
 ) -> dict[str, Any]:
     """Medians of ``runs`` alternating runs of each side on ``source``."""
     sides = {mode: Worker(mode, engine, cell) for mode in ("ours", "parse", "infer", "naive")}
+    if before:
+        sides["before"] = Worker("ours", engine, cell, before)
     times: dict[str, list[float]] = {side: [] for side in sides}
     scored = 0
     try:
@@ -318,7 +338,9 @@ def measure(
         for path in [*work.glob("warm-*"), *work.glob("out-*")]:
             path.unlink(missing_ok=True)
     median = {side: statistics.median(values) for side, values in times.items()}
+    extra = {"before": rows / median["before"]} if before else {}
     return {
+        **extra,
         "rows": rows,
         "scored": scored,
         "ours": rows / median["ours"],
@@ -339,6 +361,7 @@ def run_matrix(
     shapes: list[str] | None = None,
     models: list[str] | None = None,
     engines: list[str] | None = None,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
     """Build the cells, measure each at ``rows`` (and ``large``), print one table per engine."""
     started = time.perf_counter()
@@ -357,17 +380,24 @@ def run_matrix(
                 )
                 for n in sizes
             }
-            found = measure(cell, engine, files[rows], rows, runs, work)
+            found = measure(cell, engine, files[rows], rows, runs, work, before)
             found["shape"], found["model"], found["engine"] = cell.shape.name, cell.model, engine
             found["peak_mib"] = {
                 n: peak_rss(cell, engine, files[n], work / f"mem-{n}.csv") for n in sizes
             }
+            if before:
+                found["before_peak_mib"] = {
+                    n: peak_rss(cell, engine, files[n], work / f"mem-{n}.csv", before)
+                    for n in sizes
+                }
             if large:
-                big = measure(cell, engine, files[large], large, max(1, runs // 3 or 1), work)
+                big = measure(
+                    cell, engine, files[large], large, max(1, runs // 3 or 1), work, before
+                )
                 found["large"] = big
             results.append(found)
             lines.append(_row(cell, found, rows, large))
-        _print(engine, rows, large, runs, lines)
+        _print(engine, rows, large, runs, lines, bool(before))
     print(f"shapes: {time.perf_counter() - started:.0f}s")
     return results
 
@@ -396,10 +426,21 @@ def _row(cell: Cell, found: dict[str, Any], rows: int, large: int) -> list[str]:
             f"{peaks[large]:,.0f}",
             f"**{peaks[large] / peaks[rows]:.2f}x**",
         ]
+    if "before" in found:
+        old = found["before_peak_mib"]
+        row += [f"{found['before'] / 1e3:,.0f}k", f"{found['ours'] / found['before']:.2f}x"]
+        if large:
+            row += [
+                f"{big['before'] / 1e3:,.0f}k",
+                f"{big['ours'] / big['before']:.2f}x",
+                f"{old[large] / old[rows]:.2f}x",
+            ]
     return row
 
 
-def _print(engine: str, rows: int, large: int, runs: int, lines: list[list[str]]) -> None:
+def _print(
+    engine: str, rows: int, large: int, runs: int, lines: list[list[str]], before: bool = False
+) -> None:
     where = "local / container (pyarrow)" if engine == "arrow" else "function zip (no pyarrow)"
     header = [
         "table",
@@ -416,6 +457,10 @@ def _print(engine: str, rows: int, large: int, runs: int, lines: list[list[str]]
         m = f"{large / 1e6:g}M"
         header += [f"skyscore {m}", "pandas+sklearn", "vs baseline", "parse-only"]
         header += ["of parse-only", f"peak MiB {m}", f"peak {m} / {rows // 1000}k"]
+    if before:
+        header += [f"before {rows // 1000}k", "now / before"]
+        if large:
+            header += [f"before {large / 1e6:g}M", "now / before", "before peak ratio"]
     print(
         f"\n### Shape matrix, {where}: CSV → CSV rows/s, median of {runs} alternating runs "
         f"(targets: vs baseline {TARGETS['vs baseline']}, of parse-only "
@@ -438,6 +483,11 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS)
     parser.add_argument("--engines", nargs="+", choices=("arrow", "zip"))
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also score with the skyscore package found in DIR (an earlier tree), alternating",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="shapes-", dir=OUT))
@@ -450,6 +500,7 @@ def main() -> int:
             shapes=args.shapes,
             models=args.models,
             engines=args.engines,
+            before=args.before,
         )
     finally:
         if not args.keep:
