@@ -50,6 +50,15 @@ QUEUE_DEPTH = 2  # decoded chunks waiting for inference: bounds memory, keeps ON
 # chunks scored at once: ONNX Runtime (one intra-op thread each) on every core, up to two
 INFERENCE_WORKERS = max(1, min(2, os.cpu_count() or 1))
 _COPY_BLOCK = 1 << 20
+# Text a chunk of a line format (CSV, JSON Lines) may hold, about: a chunk's memory (its text,
+# the parser's table, the decoded arrays, the output) grows with its bytes, not its rows, and
+# up to about a dozen chunks are in flight. Wide rows get fewer rows per chunk: at 16,384 rows
+# of 200 numeric columns a chunk was 24 MB of text and peak memory went on growing long after
+# a 100k-row file's end (470 MiB there, 640 MiB at 2M rows); rows as short as most tables'
+# never reach this (16,384 rows of 500 bytes is 8 MB).
+CHUNK_BYTES = 8 << 20
+MIN_CHUNK_ROWS = 256
+_LINE_FORMATS = ("csv", "jsonl")
 
 
 @runtime_checkable
@@ -300,6 +309,18 @@ class _Producer:
                 self._thread.join(timeout=0.05)
 
 
+def chunk_rows_for(head: bytes, chunk_rows: int, *, complete: bool) -> int:
+    """Rows per chunk: ``chunk_rows``, fewer where the lines of ``head`` (the file's first
+    bytes, the whole file when ``complete``) are so long that a chunk would pass
+    ``CHUNK_BYTES``. The same rule for every table: only the bytes per line count."""
+    if complete or not head:
+        return chunk_rows  # the whole file is in ``head``: no chunk can be large
+    # bytes per whole line (up to the last newline); a line longer than the head is at least it
+    ends = head.count(b"\n")
+    line_bytes = (head.rfind(b"\n") + 1) / ends if ends else len(head)
+    return max(1, min(chunk_rows, max(MIN_CHUNK_ROWS, int(CHUNK_BYTES // line_bytes))))
+
+
 def _model_info(model: ScoringModel) -> tuple[str | None, str | None, str | None]:
     name = getattr(model, "name", None)
     version = getattr(model, "version", None)
@@ -357,6 +378,8 @@ def score_stream(
         head = hashing.peek(SNIFF_BYTES)
         readable = hashing
     check_content(fmt, head, name=input_name)
+    if fmt in _LINE_FORMATS:
+        chunk_rows = chunk_rows_for(head, chunk_rows, complete=len(head) < SNIFF_BYTES)
 
     out = _CountingWriter(sink)
     encoder = open_encoder(
