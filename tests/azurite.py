@@ -469,3 +469,17 @@ def azureml_fake(
         yield fake
     finally:
         fake.stop()
+
+
+_app_functions: dict[str, Any] = {}
+
+
+def app_functions() -> dict[str, Any]:
+    """The Azure app's registered functions by name, for every test in the session: the
+    library's ``get_functions()`` may run only once per app (a second call raises)."""
+    if not _app_functions:
+        from functions.azure import function_app
+
+        found = function_app.app.get_functions()
+        _app_functions.update({f.get_function_name(): f for f in found})
+    return _app_functions

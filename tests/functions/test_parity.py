@@ -192,9 +192,9 @@ def _azure(model: TrainResult, table: bytes, body: bytes, tmp: Path) -> Outcome:
         info = store.stat(key)
         assert info is not None
 
-        from functions.azure import function_app
+        from azurite import app_functions
 
-        functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+        functions = app_functions()
         event = func.EventGridEvent(
             id=str(uuid.uuid4()),
             data={

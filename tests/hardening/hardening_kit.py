@@ -256,13 +256,9 @@ class AzureAccount:
 
 def azure_function(name: str) -> Callable[..., Any]:
     """A registered function's user code, as the worker calls it."""
-    from functions.azure import function_app
+    from azurite import app_functions
 
-    found: dict[str, Any] = getattr(azure_function, "_cache", {})
-    if not found:
-        found = {f.get_function_name(): f for f in function_app.app.get_functions()}
-        azure_function._cache = found  # type: ignore[attr-defined]
-    user: Callable[..., Any] = found[name].get_user_function()
+    user: Callable[..., Any] = app_functions()[name].get_user_function()
     return user
 
 

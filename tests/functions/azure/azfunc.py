@@ -25,16 +25,12 @@ MAX_DEQUEUE = int(HOST_JSON["extensions"]["queues"]["maxDequeueCount"])
 DRIFT_RULE = "skyscore-drift"
 ERROR_RULE = "skyscore-error-rate"
 
-_functions: dict[str, Any] = {}
-
 
 def functions() -> dict[str, Any]:
-    """The app's registered functions by name. ``get_functions()`` may run once per app."""
-    if not _functions:
-        from functions.azure import function_app
+    """The app's registered functions by name (one cache per session, in tests/azurite.py)."""
+    from azurite import app_functions
 
-        _functions.update({f.get_function_name(): f for f in function_app.app.get_functions()})
-    return _functions
+    return app_functions()
 
 
 def call(name: str, *args: Any, **kwargs: Any) -> Any:
