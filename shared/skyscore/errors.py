@@ -67,6 +67,14 @@ class BadRequest(SkyscoreError):
     title = "Bad request"
 
 
+class InvalidKey(BadRequest, ValueError):
+    """A store key that could escape the store (``..``, an absolute path, a NUL byte): refused
+    before anything is read. Also a ``ValueError``, which it is to a caller of the store."""
+
+    slug = "invalid-key"
+    title = "Invalid key"
+
+
 class InvalidInput(SkyscoreError):
     """Well-formed request whose values do not match the model's input schema."""
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 import msgspec
 
 from skyscore import clock
-from skyscore.errors import ConflictError, NotFound
+from skyscore.errors import ConflictError, InvalidKey, NotFound
 from skyscore.ports import (
     BlobStore,
     JobRunner,
@@ -127,18 +127,18 @@ class LocalBlobStore(BlobStore):
     def path(self, key: str) -> Path:
         """The file behind ``key``; keys that could escape the root are refused."""
         if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-            raise ValueError(f"invalid blob key {key!r}: must be a relative '/'-separated path")
+            raise InvalidKey(f"invalid blob key {key!r}: must be a relative '/'-separated path")
         parts = key.split("/")
         for part in parts:
             if part in ("", ".", ".."):
-                raise ValueError(f"invalid blob key {key!r}: empty, '.' or '..' segment")
+                raise InvalidKey(f"invalid blob key {key!r}: empty, '.' or '..' segment")
         if parts[-1].endswith(TMP_SUFFIX):
-            raise ValueError(f"invalid blob key {key!r}: {TMP_SUFFIX!r} marks temporary files")
+            raise InvalidKey(f"invalid blob key {key!r}: {TMP_SUFFIX!r} marks temporary files")
         path = self.root.joinpath(*parts)
         # A symlink inside the root must not lead outside it either.
         resolved = path.resolve()
         if resolved != self.root and self.root not in resolved.parents:
-            raise ValueError(f"invalid blob key {key!r}: resolves outside {self.root}")
+            raise InvalidKey(f"invalid blob key {key!r}: resolves outside {self.root}")
         return path
 
     def _temp_path(self, path: Path) -> Path:

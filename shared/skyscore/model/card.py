@@ -146,13 +146,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def verify_artifact(card: ModelCard, onnx_bytes: bytes) -> None:
-    """Refuse an ONNX file whose checksum is not the one its card promises."""
+def verify_artifact(card: ModelCard, onnx_bytes: bytes, *, action: str = "load") -> None:
+    """Refuse an ONNX file whose checksum is not the one its card promises (the one checksum
+    check: loading, registering and the gate all call it)."""
     actual = sha256_hex(onnx_bytes)
     if actual != card.onnx.sha256:
         raise IntegrityError(
             f"model {card.name!r} version {card.version!r}: model.onnx has sha256 {actual}, "
-            f"its card says {card.onnx.sha256}; refusing to load it",
+            f"its card says {card.onnx.sha256}; refusing to {action} it",
             extra={"expected_sha256": card.onnx.sha256, "actual_sha256": actual},
         )
 

@@ -57,7 +57,8 @@ MAX_REGISTER_ATTEMPTS = 1000
 
 _log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
+# at most 255 characters: one file name on every file system the local store runs on
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 # Aliases start with a letter, so a reference is unambiguously a version or an alias.
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -105,7 +106,7 @@ def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadRequest(
             f"invalid model name {name!r}: use letters, digits, '_', '.', '-' "
-            "(starting with a letter or digit, at most 256 characters)",
+            "(starting with a letter or digit, at most 255 characters)",
             field="name",
         )
     return name
@@ -412,13 +413,7 @@ class ModelRegistry:
         A registrant that dies in between leaves an unused number behind (a gap, not a version).
         """
         name = _check_name(name if name is not None else card.name)
-        actual = sha256_hex(onnx_bytes)
-        if actual != card.onnx.sha256:
-            raise IntegrityError(
-                f"model {name!r}: model.onnx has sha256 {actual}, its card says "
-                f"{card.onnx.sha256}; refusing to register it",
-                extra={"expected_sha256": card.onnx.sha256, "actual_sha256": actual},
-            )
+        verify_artifact(msgspec.structs.replace(card, name=name), onnx_bytes, action="register")
         # a card that does not describe its graph is refused now, not at its first request
         Predictor(msgspec.structs.replace(card, name=name), onnx_bytes, verify=False)
         candidate = 0

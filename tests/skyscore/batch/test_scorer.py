@@ -296,3 +296,25 @@ def test_a_failure_is_retryable_once_the_model_exists(
     second = scorer.score_upload(key, owner="a")
     assert second.status == "scored"
     assert scorer.score_upload(key, owner="c").status == "duplicate"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["incoming/../models/tiny/1/model.onnx", "incoming/tiny/../../etc/passwd", "/etc/passwd"],
+)
+def test_a_key_that_climbs_out_is_a_clean_refusal(
+    store: LocalBlobStore, registry: ModelRegistry, tmp_path: Path, key: str
+) -> None:
+    """An event naming a key with ``..`` (or an absolute path) is refused or ignored, with
+    nothing read outside the store and nothing written."""
+    from skyscore.errors import SkyscoreError
+
+    before = sorted(info.key for info in store.list(""))
+    scorer = BatchScorer(store, registry)
+    try:
+        result = scorer.score_upload(key, owner="hostile")
+    except SkyscoreError as error:
+        assert 400 <= error.status < 500, error
+    else:
+        assert result.status in {"ignored", "failed"}, result
+    assert sorted(info.key for info in store.list("")) == before

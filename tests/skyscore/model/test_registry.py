@@ -378,7 +378,7 @@ def test_not_found_messages_name_what_is_missing(
     assert registry.aliases("ghost") == {}
 
 
-@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "x" * 300])
+@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "x" * 256, "x" * 300])
 def test_invalid_model_names_are_rejected(
     registry: ModelRegistry, models: list[Model], name: str
 ) -> None:
@@ -387,6 +387,15 @@ def test_invalid_model_names_are_rejected(
         registry.register(card, data, name=name)
     with pytest.raises(BadRequest):
         registry.load(name, "1")
+
+
+def test_the_longest_name_fits_one_file_name(registry: ModelRegistry, models: list[Model]) -> None:
+    """255 characters is the most one directory entry holds: such a model registers and loads."""
+    card, data = models[0]
+    longest = "m" * 255
+    registered = registry.register(card, data, name=longest)
+    loaded_card, _ = registry.load(longest, registered.version)
+    assert loaded_card.name == longest
 
 
 def test_aliases_cannot_look_like_versions(registry: ModelRegistry, models: list[Model]) -> None:
