@@ -21,13 +21,11 @@ import math
 import re
 import shlex
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode
 
 from skyscore import clock
 from skyscore.errors import ConfigError, ConflictError, NotFound, SkyscoreError
@@ -677,25 +675,17 @@ class AzureMLJobRunner(JobRunner):
         return self._credential
 
     def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        token = self._credential_or_default().get_token(MANAGEMENT_SCOPE).token
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {token}")
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode("utf-8", "replace")[:500]
-            if error.code == 404:
-                raise NotFound(f"Azure ML: {method} {urlsplit(url).path}: not found") from None
-            raise SkyscoreError(
-                f"Azure ML: {method} {urlsplit(url).path}: {error.code} {detail}"
-            ) from None
-        loaded = json.loads(raw) if raw else {}
-        return loaded if isinstance(loaded, dict) else {}
+        from skyscore.adapters.rest import json_request
+
+        return json_request(
+            "Azure ML",
+            method,
+            url,
+            self._credential_or_default().get_token(MANAGEMENT_SCOPE).token,
+            body,
+            timeout=self.timeout,
+            content_type="application/json",
+        )
 
     def job_url(self, job_id: str) -> str:
         """``PUT``/``GET`` address of one job."""

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from skyscore.errors import ConfigError, ConflictError, NotFound, SkyscoreError
 from skyscore.monitoring.metrics import LogMetrics
@@ -610,24 +607,17 @@ class VertexJobRunner(JobRunner):
             return str(self._credentials.token)
 
     def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self._token()}")
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json; charset=utf-8")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode("utf-8", "replace")[:500]
-            if error.code == 404:
-                raise NotFound(f"Vertex AI: {method} {urlsplit(url).path}: not found") from None
-            raise SkyscoreError(
-                f"Vertex AI: {method} {urlsplit(url).path}: {error.code} {detail}"
-            ) from None
-        loaded = json.loads(raw) if raw else {}
-        return loaded if isinstance(loaded, dict) else {}
+        from skyscore.adapters.rest import json_request
+
+        return json_request(
+            "Vertex AI",
+            method,
+            url,
+            self._token(),
+            body,
+            timeout=self.timeout,
+            content_type="application/json; charset=utf-8",
+        )
 
     # -- the job ---------------------------------------------------------------------------
 
