@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from skyscore import clock
+from skyscore.adapters.streams import PartWriter
 from skyscore.errors import ConflictError, NotFound, SkyscoreError
 from skyscore.ports import (
     BlobStore,
@@ -132,7 +133,7 @@ class _BodyReader(io.RawIOBase):
         super().close()
 
 
-class _MultipartWriter(io.RawIOBase):
+class _MultipartWriter(PartWriter):
     """Buffers writes into parts; the first full part starts a multipart upload.
 
     Small outputs (under one part) become a single ``put_object``; nothing is visible under the
@@ -140,28 +141,14 @@ class _MultipartWriter(io.RawIOBase):
     """
 
     def __init__(self, client: Any, bucket: str, key: str, part_bytes: int) -> None:
+        super().__init__(part_bytes)
         self._client = client
         self._bucket = bucket
         self._key = key
-        self._part_bytes = part_bytes
-        self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self.bytes_written = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any, /) -> int:
-        view = memoryview(data).cast("B")
-        self._buffer += view
-        self.bytes_written += len(view)
-        while len(self._buffer) >= self._part_bytes:
-            self._upload(bytes(self._buffer[: self._part_bytes]))
-            del self._buffer[: self._part_bytes]
-        return len(view)
-
-    def _upload(self, part: bytes) -> None:
+    def _send_part(self, part: bytes) -> None:
         if self._upload_id is None:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
             self._upload_id = str(created["UploadId"])
@@ -180,11 +167,11 @@ class _MultipartWriter(io.RawIOBase):
     def finish(self) -> None:
         """Publish the object: the last part and completion, or one ``put_object``."""
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._rest())
             return
-        if self._buffer or not self._parts:
-            self._upload(bytes(self._buffer))
-            self._buffer.clear()
+        rest = self._rest()
+        if rest or not self._parts:
+            self._send_part(rest)
         self._client.complete_multipart_upload(
             Bucket=self._bucket,
             Key=self._key,

@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, unquote, urlencode
 
 from skyscore import clock
+from skyscore.adapters.streams import PartWriter
 from skyscore.errors import ConfigError, ConflictError, NotFound, SkyscoreError
 from skyscore.monitoring.metrics import LogMetrics
 from skyscore.ports import (
@@ -134,7 +135,7 @@ class _DownloadReader(io.RawIOBase):
         return len(data)
 
 
-class _BlockWriter(io.RawIOBase):
+class _BlockWriter(PartWriter):
     """Buffers writes into blocks staged with ``stage_block``; :meth:`finish` commits the list.
 
     An output smaller than one block is one ``upload_blob``. Uncommitted blocks are invisible
@@ -143,26 +144,12 @@ class _BlockWriter(io.RawIOBase):
     """
 
     def __init__(self, blob: Any, block_bytes: int) -> None:
+        super().__init__(block_bytes)
         self._blob = blob
-        self._block_bytes = block_bytes
-        self._buffer = bytearray()
         self._prefix = uuid.uuid4().hex
         self._blocks: list[str] = []
-        self.bytes_written = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any, /) -> int:
-        view = memoryview(data).cast("B")
-        self._buffer += view
-        self.bytes_written += len(view)
-        while len(self._buffer) >= self._block_bytes:
-            self._stage(bytes(self._buffer[: self._block_bytes]))
-            del self._buffer[: self._block_bytes]
-        return len(view)
-
-    def _stage(self, block: bytes) -> None:
+    def _send_part(self, block: bytes) -> None:
         if len(self._blocks) >= MAX_BLOCKS:
             raise SkyscoreError(f"{self._blob.url}: more than {MAX_BLOCKS} blocks")
         block_id = f"{self._prefix}-{len(self._blocks):06d}"  # equal lengths, as Azure requires
@@ -172,11 +159,11 @@ class _BlockWriter(io.RawIOBase):
     def finish(self) -> None:
         """Publish the blob: the staged block list, or one upload when nothing was staged."""
         if not self._blocks:
-            self._blob.upload_blob(bytes(self._buffer), overwrite=True)
+            self._blob.upload_blob(self._rest(), overwrite=True)
             return
-        if self._buffer:
-            self._stage(bytes(self._buffer))
-            self._buffer.clear()
+        rest = self._rest()
+        if rest:
+            self._send_part(rest)
         from azure.storage.blob import BlobBlock
 
         self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._blocks])

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, urlencode
 
+from skyscore.adapters.streams import PartWriter
 from skyscore.errors import ConfigError, ConflictError, NotFound, SkyscoreError
 from skyscore.monitoring.metrics import LogMetrics
 from skyscore.ports import (
@@ -111,7 +112,7 @@ class _RangedReader(io.RawIOBase):
         return count
 
 
-class _ResumableWriter(io.RawIOBase):
+class _ResumableWriter(PartWriter):
     """A resumable upload session fed in chunks of ``chunk`` bytes (a multiple of 256 KiB).
 
     The object exists only once the last chunk (with the total size) is accepted; until then
@@ -120,30 +121,19 @@ class _ResumableWriter(io.RawIOBase):
     """
 
     def __init__(self, blob: Any, session: Any, chunk: int) -> None:
+        super().__init__(chunk, keep_last=True)  # the last chunk carries the total size
         self._blob = blob
         self._session = session
-        self._chunk = chunk
         self._url: str | None = None
-        self._buffer = bytearray()
         self._sent = 0
-        self.bytes_written = 0
-
-    def writable(self) -> bool:
-        return True
 
     def _start(self) -> str:
         if self._url is None:
             self._url = str(self._blob.create_resumable_upload_session(timeout=60))
         return self._url
 
-    def write(self, data: Any, /) -> int:
-        view = memoryview(data).cast("B")
-        self._buffer += view
-        self.bytes_written += len(view)
-        while len(self._buffer) > self._chunk:  # keep a remainder: the last chunk carries the size
-            self._put(bytes(self._buffer[: self._chunk]), final=False)
-            del self._buffer[: self._chunk]
-        return len(view)
+    def _send_part(self, part: bytes) -> None:
+        self._put(part, final=False)
 
     def _put(self, data: bytes, *, final: bool) -> Any:
         url = self._start()
@@ -164,10 +154,9 @@ class _ResumableWriter(io.RawIOBase):
     def finish(self) -> str:
         """Send the rest with the total size; the object appears. Returns its generation."""
         if self._url is None:  # small output: one simple upload
-            self._blob.upload_from_string(bytes(self._buffer))
+            self._blob.upload_from_string(self._rest())
             return str(self._blob.generation)
-        response = self._put(bytes(self._buffer), final=True)
-        self._buffer.clear()
+        response = self._put(self._rest(), final=True)
         return str(response.json().get("generation", ""))
 
     def abort(self) -> None:
