@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from aws_moto import Aws, LambdaContext, drain, reference_event, sample_event
+from demo_table import cancer_csv
 from skyscore.batch import scorer as batch_module
 from skyscore.batch.pipeline import score_path
 from skyscore.model.predictor import Predictor
@@ -56,21 +57,6 @@ def received_events(aws: Aws, url: str) -> list[dict[str, Any]]:
         out.append(json.loads(message["Body"]))
         aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return out
-
-
-def cancer_csv(data_dir: Path, bad_rows: bool = True) -> bytes:
-    """The demo table without its label; with two bad rows."""
-    rows = list(csv.DictReader(io.StringIO((data_dir / "breast_cancer.csv").read_text())))
-    for row in rows:
-        row.pop("diagnosis")
-    if bad_rows:
-        rows[3]["mean_radius"] = "n/a"
-        rows[10]["worst_area"] = "inf"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 def local_reference(tmp_path: Path, data: bytes, predictor: Predictor, name: str) -> Path:

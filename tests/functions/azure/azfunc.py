@@ -3,8 +3,6 @@ context the worker passes, the events the platform sends for a blob, and one tes
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 from dataclasses import dataclass
@@ -140,18 +138,3 @@ class AzureApp:
             length=len(data),
             blob_properties={"ETag": props.etag, "Length": props.size},
         )
-
-
-def cancer_csv(data_dir: Path, bad_rows: bool = True) -> bytes:
-    """The demo table without its label; with two bad rows."""
-    rows = list(csv.DictReader(io.StringIO((data_dir / "breast_cancer.csv").read_text())))
-    for row in rows:
-        row.pop("diagnosis")
-    if bad_rows:
-        rows[3]["mean_radius"] = "n/a"
-        rows[10]["worst_area"] = "inf"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()

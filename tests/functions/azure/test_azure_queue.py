@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from azfunc import MAX_DEQUEUE, AzureApp, call, cancer_csv, queue_message
+from azfunc import MAX_DEQUEUE, AzureApp, call, queue_message
 
+from demo_table import cancer_csv
 from skyscore.adapters.azure import AzureQueue
 from skyscore.batch.pipeline import score_path
 from skyscore.errors import SkyscoreError

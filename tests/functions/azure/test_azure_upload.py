@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azfunc import AzureApp, call, cancer_csv, queue_message, reference_event
+from azfunc import AzureApp, call, queue_message, reference_event
 
+from demo_table import cancer_csv
 from skyscore.batch import scorer as batch_module
 from skyscore.batch.pipeline import score_path
 from skyscore.model.predictor import Predictor

@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
-import csv
-import io
 import json
 import os
 import re
@@ -507,21 +505,6 @@ def published(
         },
     }
     return {**{k: v for k, v in event.items() if k != "data"}, "id": message_id, "data": data}
-
-
-def cancer_csv(data_dir: Path, bad_rows: bool = True) -> bytes:
-    """The demo table without its label; with two bad rows."""
-    rows = list(csv.DictReader(io.StringIO((data_dir / "breast_cancer.csv").read_text())))
-    for row in rows:
-        row.pop("diagnosis")
-    if bad_rows:
-        rows[3]["mean_radius"] = "n/a"
-        rows[10]["worst_area"] = "inf"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 def wait_until(check: Any, seconds: float = 30.0, what: str = "condition") -> Any:

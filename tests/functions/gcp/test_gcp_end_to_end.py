@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gcpfunc import GcpApp, GcpCloud, cancer_csv, statuses, wait_until
+from gcpfunc import GcpApp, GcpCloud, statuses, wait_until
 
+from demo_table import cancer_csv
 from skyscore.batch.pipeline import score_path
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from gcpfunc import (
     GcpApp,
-    cancer_csv,
     logged,
     published,
     reference_event,
@@ -18,6 +17,7 @@ from gcpfunc import (
     wait_until,
 )
 
+from demo_table import cancer_csv
 from skyscore.batch.pipeline import score_path
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry
