@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -30,6 +29,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pytest
 
+from needs import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
 ACCOUNT = "devstoreaccount1"
@@ -38,12 +39,6 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 DEAD_LETTER_AFTER = 2  # the queue fixture's dequeue count before ``<queue>-poison``
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -124,7 +119,7 @@ def azurite_process() -> Iterator[Azurite]:
     """Azurite in memory on three free ports; stopped (by its own pid) on exit."""
     node = shutil.which("node")
     if node is None or not AZURITE.exists():
-        _missing(f"Azurite needs node and {AZURITE.relative_to(ROOT)} (run `npm ci`)")
+        missing(f"Azurite needs node and {AZURITE.relative_to(ROOT)} (run `npm ci`)")
     blob, queue, table = _free_ports(3)
     command = [
         str(AZURITE),
@@ -152,7 +147,7 @@ def azurite_process() -> Iterator[Azurite]:
                 process.wait(timeout=10)
                 errors.seek(0)
                 stderr = errors.read().decode("utf-8", "replace")[-2000:]
-                _missing(f"Azurite did not start: {error}\n{stderr}")
+                missing(f"Azurite did not start: {error}\n{stderr}")
             yield Azurite(blob, queue, table)
         finally:
             if process.poll() is None:

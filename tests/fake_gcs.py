@@ -27,14 +27,9 @@ from typing import Any
 
 import pytest
 
+from needs import missing
+
 PROJECT = "skyscore-test"
-
-
-def missing(reason: str) -> None:
-    """A tool the tests need is absent: a failure in CI, a skip elsewhere."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def free_port() -> int:

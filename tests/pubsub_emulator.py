@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from fake_gcs import PROJECT, free_port, missing, wait_for_port
+from fake_gcs import PROJECT, free_port, wait_for_port
+from needs import missing
 
 
 def _children(pid: int) -> list[int]:

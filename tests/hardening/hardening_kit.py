@@ -448,7 +448,8 @@ def fake_gcs_behind(proxy: FaultProxy) -> Iterator[Any]:
     import subprocess
     import tempfile
 
-    from fake_gcs import FakeGcs, binary, free_port, missing, wait_for_port
+    from fake_gcs import FakeGcs, binary, free_port, wait_for_port
+    from needs import missing
 
     path = binary()
     if path is None:

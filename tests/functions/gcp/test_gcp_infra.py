@@ -1,90 +1,23 @@
-"""infra/gcp, checked offline: ``terraform fmt -check``, checkov with no failed check and a
-reason for every skip, and the wiring between the Terraform and the functions (settings the
-backend requires, entry points, triggers, dead letters, the policies the core classifies,
-least-privilege roles). Providers cannot be downloaded here, so ``terraform validate``/``plan``
-are not run."""
+"""infra/gcp's wiring between the Terraform and the functions (settings the backend requires,
+entry points, triggers, dead letters, the policies the core classifies, least-privilege roles),
+read offline; ``terraform fmt`` and checkov run over every module in
+tests/infra/test_terraform.py."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
 from gcpfunc import ROOT
+
+from terraform import blocks, module_text
 
 INFRA = ROOT / "infra" / "gcp"
 TF = {path.name: path.read_text() for path in sorted(INFRA.glob("*.tf"))}
-ALL = "\n".join(TF.values())
-
-
-def _tool(name: str, *candidates: Path) -> str:
-    found = os.environ.get(f"SKYSCORE_{name.upper()}") or shutil.which(name)
-    for candidate in candidates:
-        if not found and candidate.exists():
-            found = str(candidate)
-    if not found:
-        reason = (
-            f"{name} is not installed (looked on PATH and in {', '.join(map(str, candidates))})"
-        )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+ALL = module_text(INFRA)
 
 
 def resources(kind: str) -> dict[str, str]:
-    """Each top-level ``resource "<kind>" "<name>" { ... }`` block's text by name."""
-    out = {}
-    for match in re.finditer(rf'^resource "{kind}" "(\w+)" {{\n(.*?)^}}', ALL, re.M | re.S):
-        out[match.group(1)] = match.group(2)
-    return out
-
-
-def test_terraform_fmt() -> None:
-    terraform = _tool("terraform")
-    answer = subprocess.run(
-        [terraform, "fmt", "-check", "-recursive", "-diff", str(INFRA)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert answer.returncode == 0, answer.stdout + answer.stderr
-
-
-def test_checkov_passes_with_a_reason_for_every_skip() -> None:
-    checkov = _tool(
-        "checkov",
-        ROOT / ".venv" / "bin" / "checkov",
-        ROOT / ".venv" / "tools" / "checkov" / "bin" / "checkov",
-    )
-    answer = subprocess.run(
-        [
-            checkov,
-            *("-d", str(INFRA), "--framework", "terraform", "--output", "json"),
-            *("--quiet", "--skip-download", "--soft-fail"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
-    )
-    report = json.loads(answer.stdout[answer.stdout.index("{") :])
-    summary = report["summary"]
-    failed = [
-        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']})"
-        for c in report["results"]["failed_checks"]
-    ]
-    assert failed == [] and summary["failed"] == 0
-    assert summary["passed"] >= 40 and summary["resource_count"] >= 40
-    skips = re.findall(r"#checkov:skip=([A-Z0-9_]+)(?::(.*))?", ALL)
-    assert skips and all(reason and len(reason.strip()) > 20 for _, reason in skips), skips
-    assert summary["skipped"] == len(skips)
+    return blocks(ALL, kind)
 
 
 def test_functions_are_2nd_gen_python_313_entry_points_of_main() -> None:
