@@ -182,18 +182,6 @@ def http_response(response: Response) -> func.HttpResponse:
     )
 
 
-def _decode_json(body: bytes) -> Any:
-    """JSON with the core's decoder: hostile input (deep nesting) is a 400, never a crash."""
-    import msgspec
-
-    from skyscore.errors import BadRequest
-
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError, ValueError) as error:
-        raise BadRequest(f"the body is not JSON: {error}") from None
-
-
 # --------------------------------------------------------------------------------------------
 # Functions
 # --------------------------------------------------------------------------------------------
@@ -218,10 +206,11 @@ def http(req: func.HttpRequest) -> func.HttpResponse:
 def alerts(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     """Azure Monitor's webhook: a fired drift or error-rate alert may start retraining."""
     from skyscore.errors import SkyscoreError
+    from skyscore.runtime.events import decode_json
 
     the_core = core()
     try:
-        signal = alarm_signal(_decode_json(req.get_body()))
+        signal = alarm_signal(decode_json(req.get_body()))
     except SkyscoreError as error:
         return http_response(the_core.dataplane.error_response(error, f"/{ALERT_ROUTE}"))
     decision = the_core.alarm(signal, owner=signal.event_id or context.invocation_id)

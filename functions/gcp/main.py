@@ -198,18 +198,6 @@ def alarm_signal(payload: Any) -> AlarmSignal:
     )
 
 
-def _decode_json(body: bytes) -> Any:
-    """JSON with the core's decoder: hostile input (deep nesting) is a 400, never a crash."""
-    import msgspec
-
-    from skyscore.errors import BadRequest
-
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError, ValueError) as error:
-        raise BadRequest(f"the body is not JSON: {error}") from None
-
-
 def http_request(req: flask.Request) -> Request:
     """The dataplane's request: the path as sent, the query, the raw body."""
     from skyscore.serving.dataplane import Request
@@ -327,10 +315,11 @@ def alerts(event: CloudEvent) -> None:
     """A Cloud Monitoring incident from the Pub/Sub notification channel: an open drift or
     error-rate incident may start retraining; others page people and change nothing."""
     from skyscore.errors import SkyscoreError
+    from skyscore.runtime.events import decode_json
 
     try:
         body, _, message_id = pubsub_message(event.get_data())
-        signal = alarm_signal(_decode_json(body))
+        signal = alarm_signal(decode_json(body))
     except SkyscoreError as error:
         log.error("alert event %s rejected: %s", event["id"], error)
         return

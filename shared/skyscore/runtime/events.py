@@ -7,7 +7,7 @@ into these small frozen types; the core decides what they mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 AlarmKind = Literal["drift", "prediction_drift", "error_rate", "operational"]
 RETRAIN_KINDS: tuple[AlarmKind, ...] = ("drift", "prediction_drift", "error_rate")
@@ -43,3 +43,16 @@ class AlarmSignal:
     reason: str = ""
     description: str = ""
     event_id: str = ""
+
+
+def decode_json(body: bytes) -> Any:
+    """A trigger's JSON payload (an alert webhook, a Pub/Sub message) with the core's decoder:
+    anything hostile, deep nesting included, is a 400, never a crash."""
+    import msgspec
+
+    from skyscore.errors import BadRequest
+
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError, ValueError) as error:
+        raise BadRequest(f"the body is not JSON: {error}") from None
