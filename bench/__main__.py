@@ -388,12 +388,15 @@ from skyscore.local.home import LocalHome
 from skyscore.monitoring.batch import score_file
 from skyscore.batch.pipeline import score_path
 predictor = LocalHome.resolve(sys.argv[1]).registry().get_predictor(sys.argv[2])
+usage = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
 if sys.argv[5:] == ["drift"]:  # what `skyscore score` runs: scoring plus drift monitoring
     report, _ = score_file(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
 else:
     report = score_path(Path(sys.argv[3]), Path(sys.argv[4]), predictor)
 elapsed = time.perf_counter() - t0
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime  # every thread's
 # VmHWM: this process's own peak RSS in KiB. ru_maxrss would do on macOS, but on Linux it keeps
 # the parent's peak across fork + exec, so it reported the bench process's memory, not ours.
 try:
@@ -401,7 +404,7 @@ try:
                 if line.startswith("VmHWM:"))
 except OSError:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(elapsed, report.rows_scored, peak)
+print(elapsed, report.rows_scored, peak, cpu)
 """
 
 
