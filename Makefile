@@ -25,12 +25,13 @@ demo: setup
 	$(BIN)/skyscore demo
 
 lint: setup
-	$(BIN)/ruff check shared tests bench functions
-	$(BIN)/ruff format --check shared tests bench functions
+	$(BIN)/ruff check shared tests bench functions infra
+	$(BIN)/ruff format --check shared tests bench functions infra
 
 typecheck: setup
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	$(BIN)/mypy --strict infra/aws/rehearse.py  # the images' build rehearsal (no Docker here)
 	# the handlers, one package per cloud (functions/ is the package root each deploy ships)
 	MYPYPATH=shared:. $(BIN)/mypy --explicit-package-bases $(patsubst %,-p functions.%,$(notdir $(wildcard functions/*)))
 

@@ -81,57 +81,27 @@ for event in json.loads(sys.argv[4]):   # the first call is a cold container's, 
 print(json.dumps(figures))
 """
 
-RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six", "jmespath")
 
-
-def runtime_modules(target: Path) -> Path:
-    """What the Lambda runtime (zip) or base image provides, as links into this venv."""
-    import importlib.util
-
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RUNTIME_MODULES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, name
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        link = target / source.name
-        if not link.exists():
-            link.symlink_to(source)
-    return target
-
-
-def image_task(zip_task: Path, target: Path) -> Path:
-    """The scoring image's task root: the zip's contents plus requirements-image.txt's extra
-    wheels, for the image's platform (python3.13, manylinux x86_64), as its Dockerfile does."""
-    import shutil
-
-    shutil.copytree(zip_task, target)
-    extra = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "functions" / "aws" / "requirements-image.txt").read_text().splitlines()
-        if line.split("#")[0].strip() and not line.startswith("-r")
-    ]
-    subprocess.run(
+def rehearsed_image(out: Path) -> dict[str, Any]:
+    """The scoring image's file system, built without Docker by running its Dockerfile's steps
+    (infra/aws/rehearse.py): the task root, and the base's site with the boto3 it ships."""
+    done = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--platform=manylinux_2_28_x86_64",
-            "--python-version=3.13",
-            "--implementation=cp",
-            "--target",
-            str(target),
-            *extra,
+            str(ROOT / "infra" / "aws" / "rehearse.py"),
+            str(ROOT / "infra" / "aws" / "scoring.Dockerfile"),
+            str(out),
+            "--context",
+            str(ROOT),
         ],
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    for junk in ("pyarrow/include", "pyarrow/tests"):
-        shutil.rmtree(target / junk, ignore_errors=True)
-    return target
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    summary: dict[str, Any] = json.loads(done.stdout)
+    return summary
 
 
 def tree_bytes(root: Path) -> int:
@@ -479,9 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     task = work / "task"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(task)
-    image_root = image_task(task, work / "image-task")
+    image = rehearsed_image(work / "scoring-image")
+    image_root = Path(image["task_root"])
     sizes(zip_path, image_root)
-    runtime = runtime_modules(work / "runtime")
+    runtime = Path(image["site"])  # the python3.13 runtime's own boto3, zip or image alike
     columns = [c for c in frame.columns if c != DEMO_TARGET]
     row = {c: (v.item() if hasattr(v, "item") else v) for c, v in frame[columns].iloc[0].items()}
     body = json.dumps({"instances": [row]})

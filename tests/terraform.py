@@ -39,8 +39,9 @@ def fmt_check(directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def checkov_summary(directory: Path) -> tuple[dict[str, Any], list[str]]:
-    """checkov's summary of the module and its failed checks, one line each."""
+def checkov_summary(target: Path, framework: str = "terraform") -> tuple[dict[str, Any], list[str]]:
+    """checkov's summary of a module (a folder) or one file, and its failed checks, one line
+    each."""
     checkov = tool(
         "checkov",
         ROOT / ".venv" / "bin" / "checkov",
@@ -49,7 +50,8 @@ def checkov_summary(directory: Path) -> tuple[dict[str, Any], list[str]]:
     answer = subprocess.run(
         [
             checkov,
-            *("-d", str(directory), "--framework", "terraform", "--output", "json"),
+            *("-d" if target.is_dir() else "-f", str(target)),
+            *("--framework", framework, "--output", "json"),
             *("--quiet", "--skip-download", "--soft-fail"),
         ],
         capture_output=True,

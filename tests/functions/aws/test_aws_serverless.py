@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import boto3
 import pytest
 
 from aws_moto import moto_server, reset
+from aws_package import LAMBDA_GLIBC, glibc_needed
 from skyscore.adapters.aws import S3BlobStore
 from skyscore.batch.pipeline import score_stream
 from skyscore.model.card import card_to_json
@@ -49,28 +49,9 @@ SCORING_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/serverless-skyscore-l
 FUNCTIONS = ("http", "upload", "score", "retrainSchedule", "retrainAlarm", "jobCompleted")
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda's limit for a zip package, layers included
 HEADROOM = 0.8  # the package must leave a fifth of it free
-LAMBDA_GLIBC = (2, 34)  # the python3.13 runtime runs on Amazon Linux 2023
 PARITY = 1e-4  # ONNX against scikit-learn, per probability
 ZIP_FUNCTIONS = ("http", "retrainSchedule", "retrainAlarm")
 IMAGE_FUNCTIONS = ("upload", "score", "jobCompleted")
-_GLIBC_VERSION = re.compile(rb"GLIBC_2\.(\d+)(?:\.\d+)?\x00")
-
-
-def glibc_needed(root: Path) -> dict[str, tuple[int, int]]:
-    """The newest ``GLIBC_2.x`` symbol version each shared library under ``root`` names.
-
-    The dynamic loader refuses a library that needs a glibc newer than the system's; this
-    machine's glibc cannot show that, so the versions are read from the files themselves.
-    """
-    found: dict[str, tuple[int, int]] = {}
-    for path in root.rglob("*.so*"):
-        if path.is_file():
-            minors = [int(m) for m in _GLIBC_VERSION.findall(path.read_bytes())]
-            if minors:
-                found[str(path.relative_to(root))] = (2, max(minors))
-    return found
-
-
 # Write actions that IAM cannot scope to a resource; everything else names its resources.
 UNSCOPABLE = {
     "xray:PutTraceSegments",

@@ -7,52 +7,12 @@ variables it reads; the Dockerfile is checked for what SageMaker relies on.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from skyscore.adapters.aws import SageMakerJobRunner
+from aws_package import ROOT, TRAIN, run_train
 from skyscore.model.card import card_from_json
-from skyscore.ports import JobSpec
 from skyscore.training.datasets import DEMO_ID, DEMO_TARGET
-
-ROOT = Path(__file__).resolve().parents[3]
-TRAIN = ROOT / "infra" / "aws" / "train"
-
-
-def run_train(tmp_path: Path, data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
-    channel = tmp_path / "input" / "data" / "train"
-    channel.mkdir(parents=True)
-    (channel / "part-0.csv").write_bytes((data_dir / "breast_cancer.csv").read_bytes())
-    spec = JobSpec(
-        model_name="cancer",
-        data_uri="s3://bucket/training/cancer/",
-        output_uri="s3://bucket/staging/cancer/x/",
-        target=target,
-        estimator="logreg",
-        id_column=DEMO_ID,
-    )
-    hyperparameters = tmp_path / "input" / "config" / "hyperparameters.json"
-    hyperparameters.parent.mkdir(parents=True)
-    hyperparameters.write_text(json.dumps(SageMakerJobRunner.hyperparameters(spec)))
-    env = {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SM_CHANNEL_TRAIN": str(channel),
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_HPS_PATH": str(hyperparameters),
-        "SKYSCORE_FAILURE_FILE": str(tmp_path / "output" / "failure"),
-        "HOME": str(tmp_path),
-    }
-    return subprocess.run(
-        ["bash", str(TRAIN), "train"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_train_script_writes_the_artifacts_sagemaker_packs(tmp_path: Path, data_dir: Path) -> None:
