@@ -305,7 +305,11 @@ class CsvFormat(FileFormat):
     def decode(
         self, source: Readable, schema: InputSchema, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
     ) -> Iterator[Chunk]:
-        """Chunks of at most ``chunk_rows`` rows; raises ``InvalidInput`` for a bad header."""
+        """Chunks of at most ``chunk_rows`` rows; raises ``InvalidInput`` for a bad header.
+
+        One exception: a quoted field still open at the end of the file is reported in the
+        chunk that carried its lines looking for the closing quote (``MAX_RECORD_LINES`` at
+        most), with the records read again from the line after it."""
         kwargs = {} if self.block_size is None else {"block_size": self.block_size}
         chunks = iter_counted_line_chunks(source, chunk_rows, extra_first=1, **kwargs)
         layout: CsvLayout | None = None
@@ -345,6 +349,9 @@ class CsvFormat(FileFormat):
                     if 0 in records.unterminated:
                         raise InvalidInput("the CSV header has an unterminated quoted field")
                     layout = CsvLayout(schema, parse_header(records.drop_first()), arrow=self.arrow)
+                # blank lines are no rows: drop them here, so that the next chunk's first row
+                # number is right before a worker has decoded this one
+                records.drop_blank()
                 if not records.count:
                     continue
                 if workers is None:
