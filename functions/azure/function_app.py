@@ -249,10 +249,20 @@ def upload_event(event: func.EventGridEvent) -> None:
 )
 def upload_blob(blob: func.InputStream) -> None:
     """The Event Grid-based blob trigger. The core streams the blob from the store itself; the
-    trigger's copy is not read. Owned by the blob version, stable across the host's retries."""
+    trigger's copy is not read. Owned by the blob version, stable across the host's retries.
+
+    The owner names the blob, not a delivery: a second execution for it while the first is
+    live (Busy) is acknowledged, since each execution has retries of its own and the first
+    one's retry takes over if it crashes."""
+    from skyscore.errors import Busy
+
     item = blob_object(str(blob.name or ""), getattr(blob, "blob_properties", None))
     owner = f"blob:{item.container}/{item.name}@{item.version or ''}"
-    log.info("upload %s/%s: %s", item.container, item.name, _score(item, owner))
+    try:
+        outcome = _score(item, owner)
+    except Busy as busy:
+        outcome = {"key": item.name, "status": "in_progress", "output": None, "detail": busy.detail}
+    log.info("upload %s/%s: %s", item.container, item.name, outcome)
 
 
 @app.function_name(name="work")

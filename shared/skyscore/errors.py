@@ -162,6 +162,18 @@ class InputChanged(ConflictError):
     title = "Input changed while being scored"
 
 
+class Busy(SkyscoreError):
+    """A copy of this very delivery (same message or event id) is being worked on right now.
+
+    A 503, so it is retried later instead of acknowledged: the first copy may still fail, and
+    then this delivery is the one that must do the work. By the retry, the first copy has
+    finished (the retry is a duplicate) or stopped its heartbeat (the retry takes over)."""
+
+    status = 503
+    slug = "busy"
+    title = "Being worked on by a copy of this delivery"
+
+
 class ConfigError(SkyscoreError):
     """The deployment is not configured: a required setting is missing or malformed.
 

@@ -29,6 +29,7 @@ from hardening_kit import (
     run_threads,
 )
 
+from skyscore.errors import Busy
 from skyscore.training.train import TrainResult
 
 SEQUENTIAL = 3
@@ -196,13 +197,19 @@ def test_aws_upload_and_queue_redelivery(
         for _ in range(2):
             answer = queue.handler(json.loads(json.dumps(batch)), lambda_context())
             assert answer == {"batchItemFailures": []}
-        # copies of one message (one message id) to concurrent pollers: none fails and the
-        # outputs are a single run's; that it is scored once is test_copies_of_one_message_...
+        # copies of one message (one message id) to concurrent pollers: one scores, a copy that
+        # overlaps it is Busy (a batch item failure: SQS redelivers it), and its redelivery is a
+        # duplicate; the outputs are a single run's
         [raw] = sqs_event([concurrent], aws.queue_arn)["Records"]
         statuses = run_threads(
             CONCURRENT, lambda i: queue.record_handler(SQSRecord(dict(raw)))["status"]
         )
-        assert not [s for s in statuses if isinstance(s, BaseException)], statuses
+        busy = [s for s in statuses if isinstance(s, Busy)]
+        check_statuses([s for s in statuses if not isinstance(s, Busy)])
+        for _ in busy:
+            assert queue.record_handler(SQSRecord(dict(raw)))["status"] == "duplicate"
+        answer = queue.handler(sqs_event([concurrent], aws.queue_arn), lambda_context())
+        assert answer == {"batchItemFailures": []}
 
         keys = aws.keys(f"predictions/{MODEL}/")
         for name in ("single.csv", "sequential.csv", "concurrent.csv", "queued.csv"):
@@ -286,15 +293,16 @@ def test_azure_event_grid_blob_trigger_and_queue_redelivery(
         key = f"incoming/{MODEL}/queued-concurrent.csv"
         azure.store.write_bytes(key, table)
         body = json.dumps({"kind": "object", "key": key}).encode()
-        failures = [
-            r
-            for r in run_threads(
-                CONCURRENT,
-                lambda i: work(QueueMessage(id=f"msg-{i % 2}", body=body, dequeue_count=1)),
-            )
-            if r
-        ]
-        assert not failures, failures
+        # copies of two message ids at once: a copy that overlaps its own id's live attempt is
+        # Busy (the host makes it visible again); the redelivery finds the work done
+        results = run_threads(
+            CONCURRENT,
+            lambda i: work(QueueMessage(id=f"msg-{i % 2}", body=body, dequeue_count=1)),
+        )
+        busy = [r for r in results if isinstance(r, Busy)]
+        assert not [r for r in results if r and not isinstance(r, Busy)], results
+        for i, _ in enumerate(busy):
+            work(QueueMessage(id=f"msg-{i % 2}", body=body, dequeue_count=2))
 
         keys = azure.keys(f"predictions/{MODEL}/")
         for name in (
@@ -317,23 +325,17 @@ def _no_fanout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SKYSCORE_FANOUT_BYTES", raising=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect: skyscore.coordination.claims.acquire hands a 'working' claim to any caller "
-        "with the same owner (meant for the retry of a crashed attempt), so concurrent copies "
-        "of one SQS / Storage Queue message (same message id) all score the input: outputs "
-        "are still a single run's, but metrics and the drift hook fire once per copy"
-    ),
-)
 def test_copies_of_one_message_delivered_concurrently_are_scored_once(
     demo_model: TrainResult, data_dir: Path, tmp_path: Path
 ) -> None:
-    """SQS standard queues and Storage Queues may hand two pollers copies of one message at
-    once; both carry the message id the handlers use as the claim owner."""
+    """SQS standard queues and Pub/Sub may hand two consumers copies of one message at once;
+    both carry the message id the handlers use as the claim owner. One copy scores; every other
+    is a duplicate or Busy (retryable: not acknowledged while the first may still fail), and
+    the redelivery of a Busy copy is a duplicate. Metrics and the drift hook fire once."""
     from skyscore.adapters.local import LocalBlobStore
     from skyscore.batch.scorer import BatchScorer
     from skyscore.model.registry import ModelRegistry
+    from skyscore.monitoring.metrics import InMemoryMetrics
 
     store = LocalBlobStore(tmp_path / "store")
     registry = ModelRegistry(store, refresh_seconds=0)
@@ -341,9 +343,20 @@ def test_copies_of_one_message_delivered_concurrently_are_scored_once(
     registry.promote(MODEL, card.version)
     key = f"incoming/{MODEL}/copies.csv"
     store.write_bytes(key, cancer_rows(data_dir, repeat=4))
-    scorer = BatchScorer(store, registry)
+    metrics = InMemoryMetrics()
+    drift_calls: list[str] = []
+    scorer = BatchScorer(
+        store, registry, metrics=metrics, on_drift=lambda *args: drift_calls.append(args[0])
+    )
     body = json.dumps({"kind": "object", "key": key}).encode()
     statuses = run_threads(
         CONCURRENT, lambda i: scorer.handle_message(body, owner="message-id-1").status
     )
-    check_statuses(statuses)
+    busy = [s for s in statuses if isinstance(s, Busy)]
+    assert busy, f"no copy overlapped the first one: the test showed nothing ({statuses})"
+    check_statuses([s for s in statuses if not isinstance(s, Busy)])
+    assert all(error.retryable and error.status == 503 for error in busy)
+    for _ in busy:  # each Busy copy comes back after its visibility timeout
+        assert scorer.handle_message(body, owner="message-id-1").status == "duplicate"
+    assert metrics.values("batches", model=MODEL) == [1]
+    assert len(drift_calls) <= 1

@@ -95,6 +95,9 @@ def test_aws_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
     # the SDK's retries: few for an outage (kept short for the test), enough to ride a blip
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2" if back_after is None else "5")
     monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    # The failed attempt could not release its claim (the storage was gone); Lambda's retry of
+    # it comes a minute later, long after its heartbeat stopped: here, beats of 0.05 s
+    monkeypatch.setenv("SKYSCORE_HEARTBEAT_SECONDS", "0.05")
     proxy = FaultProxy(int(moto_url.rsplit(":", 1)[1])).start()
     table = cancer_rows(data_dir, REPEAT)
     try:

@@ -42,7 +42,7 @@ from hardening_kit import (
     tree_rss_bytes,
 )
 
-from skyscore.errors import IntegrityError
+from skyscore.errors import Busy, IntegrityError
 from skyscore.model.registry import ModelRegistry
 from skyscore.training.train import TrainResult
 
@@ -183,7 +183,15 @@ def test_gcp_finalized_event_and_work_message_redelivered(
         ]
         direct_statuses(caplog)
         replies = all_at_once(deliveries)
-        assert replies == [200] * len(deliveries), replies
+        # a copy that overlaps the live attempt of its own event id is Busy: a 500 (or the
+        # exception, in process), so Eventarc delivers it again; the redelivery is a duplicate
+        busy = [r for r in replies if r != 200]
+        if same_id:
+            assert all(r == 500 or isinstance(r, Busy) for r in busy), replies
+            for _ in busy:
+                assert upload.post_event(event).status == 200
+        else:
+            assert busy == [], replies
         found = (
             upload_statuses(upload.new_lines())
             + upload_statuses(second.new_lines())
@@ -191,8 +199,7 @@ def test_gcp_finalized_event_and_work_message_redelivered(
         )
         assert len(found) == CONCURRENT, found
         assert set(found) - {"scored"} <= OK_FOR_A_DUPLICATE, found
-        if not same_id:  # distinct claim owners: exactly one of them scores
-            assert found.count("scored") == 1, found
+        assert found.count("scored") == 1, found  # one claim owner or one live attempt
 
     # a Pub/Sub work message delivered twice (no ack in time), then copies to concurrent
     # instances; the same for a storage notification on the work topic
@@ -206,7 +213,9 @@ def test_gcp_finalized_event_and_work_message_redelivered(
     pointer = {"kind": "object", "key": f"incoming/{MODEL}/queued-concurrent.csv"}
     message = published(json.dumps(pointer).encode(), message_id="1000002")
     replies = run_threads(CONCURRENT, lambda i: work.post_event(message).status)
-    assert replies == [200] * CONCURRENT, replies
+    assert 200 in replies and set(replies) <= {200, 500}, replies  # 500: Busy, redelivered
+    for _ in range(replies.count(500)):
+        assert work.post_event(message).status == 200
     assert work.post_event(message).status == 200  # and once more, after they all answered
     assert message_statuses(work.new_lines())[-1] == "duplicate"
 

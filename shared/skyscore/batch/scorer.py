@@ -46,7 +46,14 @@ from skyscore.batch.pipeline import FIRST_ERRORS, ScoreReport, score_stream
 from skyscore.clock import iso_ms
 from skyscore.coordination import claims
 from skyscore.documents import pretty_json
-from skyscore.errors import BadRequest, ConflictError, InputChanged, NotFound, SkyscoreError
+from skyscore.errors import (
+    BadRequest,
+    Busy,
+    ConflictError,
+    InputChanged,
+    NotFound,
+    SkyscoreError,
+)
 from skyscore.formats import DEFAULT_CHUNK_ROWS, detect_format
 from skyscore.model.schema import RowError
 from skyscore.monitoring.drift import DriftAccumulator
@@ -340,6 +347,7 @@ class BatchScorer:
         part_bytes: int = DEFAULT_PART_BYTES,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         lease_seconds: float = claims.DEFAULT_LEASE_SECONDS,
+        heartbeat_seconds: float = claims.HEARTBEAT_SECONDS,
         clock: Callable[[], float] = time.time,
         reports: bool = True,
         on_drift: Callable[[str, str, dict[str, Any]], object] | None = None,
@@ -356,6 +364,7 @@ class BatchScorer:
         self.part_bytes = part_bytes
         self.chunk_rows = chunk_rows
         self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.clock = clock
         self.reports = reports
         self.on_drift = on_drift
@@ -461,7 +470,9 @@ class BatchScorer:
         """Run ``score`` once per (input version, model version).
 
         Only a *successful* manifest for the same pair means done; a claim keeps concurrent
-        duplicates out. A permanent (4xx) failure is written to the manifest and the claim is
+        duplicates out (a copy of this very delivery gets :class:`Busy`, retryable, so it is not
+        acknowledged while this attempt may still fail), and its heartbeat shows this attempt
+        alive while it scores. A permanent (4xx) failure is written to the manifest and the claim is
         given back, so a later delivery or re-upload tries again; anything else releases the
         claim and raises, so the platform retries.
         """
@@ -471,13 +482,22 @@ class BatchScorer:
         if done is not None and _succeeded(done, info.version, model_version):
             return BatchResult(key, "duplicate", "already scored", keys.output, done)
         claim_key = f"{self.layout.claims}{self._digest(key, info.version, model_version)}.json"
-        claim = claims.acquire(self.store, claim_key, owner, lease_seconds=self.lease_seconds)
+        claim = claims.acquire(
+            self.store,
+            claim_key,
+            owner,
+            lease_seconds=self.lease_seconds,
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
         if claim.outcome == "held":
             return BatchResult(key, "in_progress", f"being scored by {claim.record.owner}")
+        if claim.outcome == "busy":
+            raise Busy(f"{key} is being scored by another copy of delivery {owner}")
         if claim.outcome == "finished":
             return BatchResult(key, "duplicate", f"already handled ({claim.record.state})")
         try:
-            result = score()
+            with claims.heartbeat(self.store, claim_key, claim, interval=self.heartbeat_seconds):
+                result = score()
         except SkyscoreError as error:
             claims.release(self.store, claim_key)
             if error.retryable:

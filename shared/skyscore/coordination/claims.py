@@ -8,12 +8,21 @@ Its ``owner`` is the delivery's stable id (a Lambda request id survives async re
 message id survives redeliveries), so the retry of a crashed attempt takes its own claim back,
 while a duplicate delivery with another id sees the claim and stands aside. A claim older than
 its lease belongs to an attempt that died without a retry; anyone may take it over.
+
+One delivery id can also arrive twice *at once*: SQS and Pub/Sub hand a copy of a message to a
+second consumer while the first still works on it. Each attempt therefore writes its own
+``attempt`` id and keeps its claim fresh with :func:`heartbeat`; a copy with the same owner
+takes the claim only once the heartbeat stopped (the attempt crashed), and is told ``busy``
+otherwise, so that it is retried later rather than acknowledged while the work may still fail.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +32,9 @@ from skyscore.errors import ConflictError, NotFound
 from skyscore.ports import BlobStore
 
 DEFAULT_LEASE_SECONDS = 900.0  # AWS Lambda's longest run
-Outcome = Literal["acquired", "held", "finished"]
+HEARTBEAT_SECONDS = 10.0  # how often a working attempt refreshes its claim
+STALLS_AFTER = 3  # missed heartbeats after which an attempt with our owner id is taken as dead
+Outcome = Literal["acquired", "held", "busy", "finished"]
 
 
 class ClaimRecord(msgspec.Struct, kw_only=True):
@@ -32,6 +43,7 @@ class ClaimRecord(msgspec.Struct, kw_only=True):
     owner: str
     at: float
     state: str = "working"
+    attempt: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,7 @@ class Claim:
 
     outcome: Outcome
     record: ClaimRecord
+    token: str | None = None  # the version of our claim object, when acquired
 
     @property
     def acquired(self) -> bool:
@@ -57,40 +70,89 @@ def acquire(
     *,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     clock: Callable[[], float] = time.time,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
 ) -> Claim:
     """Take the claim at ``key`` for ``owner``.
 
-    ``acquired``: new, ours already, or stale (older than the lease). ``held``: another owner
-    is working on it. ``finished``: someone marked it done with :func:`settle`.
+    ``acquired``: new; left by a crashed attempt of ours (no heartbeat for ``STALLS_AFTER``
+    intervals); or stale (older than the lease). ``busy``: a live attempt with our owner id
+    (a concurrent copy of this delivery). ``held``: another owner is working on it.
+    ``finished``: someone marked it done with :func:`settle`.
     """
     now = clock()
-    mine = ClaimRecord(owner=owner, at=now)
+    mine = ClaimRecord(owner=owner, at=now, attempt=uuid.uuid4().hex)
     try:
-        store.write_bytes(key, msgspec.json.encode(mine), if_absent=True)
-        return Claim("acquired", mine)
+        token = store.write_bytes(key, msgspec.json.encode(mine), if_absent=True)
+        return Claim("acquired", mine, token)
     except ConflictError:
         pass
     try:
         data, token = store.read_versioned(key)
     except NotFound:  # released between our write and read: try once more
-        return acquire(store, key, owner, lease_seconds=lease_seconds, clock=clock)
+        return acquire(
+            store,
+            key,
+            owner,
+            lease_seconds=lease_seconds,
+            clock=clock,
+            heartbeat_seconds=heartbeat_seconds,
+        )
     try:
         found = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         found = ClaimRecord(owner="", at=0.0)  # unreadable: treat as stale
     if found.state != "working":
         return Claim("finished", found)
-    if found.owner == owner:
-        return Claim("acquired", found)
-    if now - found.at > lease_seconds:
-        # Take the stale claim over only if it is still the object we read: of two takers,
-        # exactly one wins the conditional write; the other sees it held.
+    ours = found.owner == owner
+    if ours and now - found.at <= heartbeat_seconds * STALLS_AFTER:
+        return Claim("busy", found)
+    if ours or now - found.at > lease_seconds:
+        # Take the claim over only if it is still the object we read: of two takers, exactly
+        # one wins the conditional write; the other sees it held (or busy, if it is ours).
         try:
-            store.write_bytes(key, msgspec.json.encode(mine), if_version=token)
+            token = store.write_bytes(key, msgspec.json.encode(mine), if_version=token)
         except ConflictError:
-            return Claim("held", found)
-        return Claim("acquired", mine)
+            return Claim("busy" if ours else "held", found)
+        return Claim("acquired", mine, token)
     return Claim("held", found)
+
+
+@contextlib.contextmanager
+def heartbeat(
+    store: BlobStore,
+    key: str,
+    claim: Claim,
+    *,
+    interval: float = HEARTBEAT_SECONDS,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[None]:
+    """Keep an acquired claim fresh while the work runs: every ``interval`` its time is
+    rewritten on the version we wrote last. A lost conditional write means another attempt
+    took the claim over; the beat stops (the work's own conditional writes settle the rest)."""
+    if claim.token is None:
+        raise ValueError("only an acquired claim has a heartbeat")
+    stop = threading.Event()
+    state = {"token": claim.token}
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            record = msgspec.structs.replace(claim.record, at=clock())
+            try:
+                state["token"] = store.write_bytes(
+                    key, msgspec.json.encode(record), if_version=state["token"]
+                )
+            except ConflictError:
+                return
+            except Exception:  # a storage blip: the next interval beats again
+                continue
+
+    thread = threading.Thread(target=beat, name=f"claim-heartbeat {key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def settle(store: BlobStore, key: str, owner: str, state: str = "done") -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from skyscore.documents import pretty_json
-from skyscore.errors import BadRequest, SkyscoreError
+from skyscore.errors import BadRequest, Busy, SkyscoreError
 from skyscore.local.home import LocalHome
 from skyscore.serving.dataplane import (
     ModelProvider,
@@ -62,7 +62,7 @@ class FileOutcome:
 
     input: str
     model: str | None
-    status: str  # scored, duplicate, failed, vanished, or stuck (could not even be moved)
+    status: str  # scored, duplicate, in_progress, failed, vanished, or stuck (could not be moved)
     moved_to: str | None = None
     output: str | None = None
     rows_scored: int = 0
@@ -313,6 +313,9 @@ class InboxWatcher:
             else:
                 outcome.status = "vanished"
                 outcome.detail = "the file disappeared before it was scored"
+        except Busy as busy:  # the same bytes, dropped twice at once: the other one scores
+            outcome.status = "in_progress"
+            outcome.detail = busy.detail
         except SkyscoreError as error:
             self._fail(taken or path, outcome, error.to_problem())
         except Exception as exc:

@@ -59,6 +59,7 @@ class Core:
             fanout_bytes=settings.fanout_bytes or DEFAULT_FANOUT_BYTES,
             part_bytes=settings.part_bytes or DEFAULT_PART_BYTES,
             lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
         )
         self.provider = RegistryModelProvider(self.registry)
         self.dataplane = DataPlane(self.provider, max_body_bytes=settings.max_body_bytes)

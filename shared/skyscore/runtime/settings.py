@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from skyscore.coordination.claims import HEARTBEAT_SECONDS
 from skyscore.errors import ConfigError
 from skyscore.lifecycle.retrain import RetrainPolicy
 from skyscore.runtime.alarms import AlarmTable
@@ -39,6 +40,7 @@ class Settings:
     prefix: str = ""
     max_body_bytes: int = 0
     lease_seconds: float = 0.0
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
     fanout_bytes: int | None = None
     part_bytes: int | None = None
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
@@ -60,6 +62,7 @@ class Settings:
             prefix=probe.get("SKYSCORE_PREFIX"),
             max_body_bytes=probe.get_int("SKYSCORE_MAX_BODY_BYTES", defaults.max_body_bytes),
             lease_seconds=probe.get_float("SKYSCORE_LEASE_SECONDS", defaults.lease_seconds),
+            heartbeat_seconds=probe.get_positive("SKYSCORE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS),
             fanout_bytes=probe.get_int("SKYSCORE_FANOUT_BYTES", 0) or None,
             part_bytes=probe.get_int("SKYSCORE_PART_BYTES", 0) or None,
             retrain=RetrainPolicy(
@@ -101,6 +104,13 @@ class Settings:
             return int(text)
         except ValueError:
             raise ConfigError(f"{name} must be an integer, not {text!r}", field=name) from None
+
+    def get_positive(self, name: str, default: float) -> float:
+        """A number setting that must be above zero (an interval)."""
+        value = self.get_float(name, default)
+        if not value > 0:
+            raise ConfigError(f"{name} must be above zero, not {self.get(name)!r}", field=name)
+        return value
 
     def get_float(self, name: str, default: float) -> float:
         """A number setting."""

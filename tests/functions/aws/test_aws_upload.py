@@ -7,6 +7,7 @@ import copy
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,11 @@ def test_stale_and_concurrent_duplicates(aws: Aws, cancer: ModelRegistry, data_d
     etag = aws.s3.head_object(Bucket=aws.bucket, Key=key)["ETag"]
     model = f"cancer@{cancer.resolve('cancer')}"
     digest = batch_module.BatchScorer._digest(key, etag, model)
-    claims.acquire(aws.store, f"work/claims/{digest}.json", "another-invocation")
+    # that invocation crashed a minute ago (Lambda's first async retry comes a minute later)
+    crashed = time.time() - 60
+    claims.acquire(
+        aws.store, f"work/claims/{digest}.json", "another-invocation", clock=lambda: crashed
+    )
     assert upload_handler(second)["results"][0]["status"] == "in_progress"
     # the retry of the invocation that holds the claim (same request id) takes it back
     answer = upload_handler(second, request_id="another-invocation")

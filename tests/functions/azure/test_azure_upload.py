@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,11 @@ def test_a_redelivered_event_takes_its_own_claim_back(
     assert info is not None
     model = f"cancer@{cancer.resolve('cancer')}"
     digest = batch_module.BatchScorer._digest(key, info.version, model)
-    claims.acquire(store, f"work/claims/{digest}.json", "eventgrid:first-delivery")
+    # the first delivery's attempt crashed, its heartbeat stopped a minute ago
+    crashed = time.time() - 60
+    claims.acquire(
+        store, f"work/claims/{digest}.json", "eventgrid:first-delivery", clock=lambda: crashed
+    )
     call("upload_event", azure_app.blob_event(key, event_id="another-event"))
     call("upload_event", azure_app.blob_event(key, event_id="first-delivery"))
     assert statuses(caplog) == ["in_progress", "scored"]

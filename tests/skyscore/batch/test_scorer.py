@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import random
+import time
 from pathlib import Path
 
 import msgspec
@@ -16,6 +17,7 @@ from skyscore.adapters.local import LocalBlobStore
 from skyscore.batch.pipeline import score_path
 from skyscore.batch.scorer import BatchScorer, Layout, renumber_csv, renumber_jsonl
 from skyscore.coordination import claims
+from skyscore.errors import Busy
 from skyscore.model.registry import ModelRegistry
 from skyscore.monitoring.metrics import InMemoryMetrics
 from tiny_model import tiny_model
@@ -229,21 +231,25 @@ def test_renumbering_streams_large_parts_and_empty_ones() -> None:
     )
 
 
-def test_claims(store: LocalBlobStore) -> None:
-    now = [1000.0]
-    first = claims.acquire(store, "c.json", "a", lease_seconds=60, clock=lambda: now[0])
-    assert first.acquired
-    assert (
-        claims.acquire(store, "c.json", "b", lease_seconds=60, clock=lambda: now[0]).outcome
-        == "held"
+def test_a_copy_of_a_delivery_in_progress_is_busy_and_retryable(
+    store: LocalBlobStore, registry: ModelRegistry
+) -> None:
+    """Scoring a message while a live attempt with the same id holds the claim raises Busy
+    (a 503: the queue redelivers it later); a crashed attempt's claim is taken over."""
+    scorer = BatchScorer(store, registry, default_model="tiny", heartbeat_seconds=0.05)
+    instances = [{"x1": 0.1, "x2": 0.2, "color": "red"}]
+    body = json.dumps({"kind": "records", "id": "r3", "instances": instances}).encode()
+    data = b"".join(msgspec.json.encode(i) + b"\n" for i in instances)
+    model = f"tiny@{registry.resolve('tiny')}"
+    digest = BatchScorer._digest(
+        "incoming/queue/tiny/r3.jsonl", hashlib.md5(data).hexdigest(), model
     )
-    assert claims.acquire(store, "c.json", "a", lease_seconds=60, clock=lambda: now[0]).acquired
-    now[0] += 61
-    assert claims.acquire(store, "c.json", "b", lease_seconds=60, clock=lambda: now[0]).acquired
-    claims.settle(store, "c.json", "b", "done")
-    assert claims.acquire(store, "c.json", "c", clock=lambda: now[0]).outcome == "finished"
-    claims.release(store, "c.json")
-    assert claims.acquire(store, "c.json", "c").acquired
+    claims.acquire(store, f"work/claims/{digest}.json", "message-a", heartbeat_seconds=0.05)
+    with pytest.raises(Busy) as busy:
+        scorer.handle_message(body, owner="message-a")
+    assert busy.value.retryable and busy.value.status == 503
+    time.sleep(0.05 * claims.STALLS_AFTER + 0.1)  # that attempt died: no heartbeat
+    assert scorer.handle_message(body, owner="message-a").status == "scored"
 
 
 def test_an_input_changed_while_scored_fails_and_leaves_no_output(
