@@ -6,8 +6,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
+from skyscore.errors import ConflictError
 from skyscore.model.registry import AliasConflict, ModelRegistry
 from skyscore.ports import BlobStore
 from tiny_model import tiny_model
@@ -87,3 +89,33 @@ def test_promotion_expecting_a_moved_alias_fails(registry: ModelRegistry) -> Non
     with pytest.raises(AliasConflict, match="moved since the candidate was judged"):
         registry.promote("tiny", "3", expect="1")
     assert registry.alias_target("tiny") == "2"
+
+
+def test_two_copies_taking_over_a_stalled_claim_exactly_one_wins(blob_store: BlobStore) -> None:
+    """A crashed attempt's claim (no heartbeat): two copies of its delivery take it over at
+    once; the conditional write on the version both read lets one through, the other is busy.
+    The winner's heartbeat moves the claim on; the crashed attempt's version can no longer
+    write."""
+    from skyscore.coordination import claims
+
+    key = "work/claims/contract.json"
+    crashed_at = 1_000.0
+    dead = claims.acquire(blob_store, key, "delivery-1", clock=lambda: crashed_at)
+    undo = _both_read_first(blob_store, "contract.json")
+    try:
+        outcomes = _race(*(lambda: claims.acquire(blob_store, key, "delivery-1") for _ in range(2)))
+    finally:
+        undo()
+    assert sorted(o.outcome for o in outcomes if isinstance(o, claims.Claim)) == [
+        "acquired",
+        "busy",
+    ], outcomes
+    [winner] = [o for o in outcomes if isinstance(o, claims.Claim) and o.acquired]
+    with claims.heartbeat(blob_store, key, winner, interval=0.05):
+        threading.Event().wait(0.3)
+    beaten = msgspec.json.decode(blob_store.read_bytes(key), type=claims.ClaimRecord)
+    assert beaten.attempt == winner.record.attempt and beaten.at > winner.record.at
+    assert claims.acquire(blob_store, key, "delivery-1").outcome == "busy"
+    assert dead.token is not None
+    with pytest.raises(ConflictError):
+        blob_store.write_bytes(key, b"{}", if_version=dead.token)
