@@ -19,7 +19,8 @@ Container paths land under the output directory (``/var/task`` → ``OUT/var/tas
 
     python infra/aws/rehearse.py infra/aws/scoring.Dockerfile OUT [--context .] [--resolve-only]
 
-It prints one JSON object: the directories made and the bytes the steps added. Exit status 1
+It prints one JSON object: the directories made and the bytes of the files the steps wrote
+(the base's own packages, linked from this machine, not counted). Exit status 1
 and the failing step on stderr when a step fails.
 """
 
@@ -148,7 +149,6 @@ class Rehearsal:
         self.base: Base | None = None
         self.env: dict[str, str] = {}
         self.workdir = "/"
-        self.added: set[Path] = set()
         self.skipped: list[str] = []
         self.cmd: list[str] = []
 
@@ -263,7 +263,6 @@ class Rehearsal:
                     destination = target
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self.context / relative, destination)
-                self.added.add(destination)
 
     def _context_files(self, match: str) -> list[str]:
         path = self.context / match
