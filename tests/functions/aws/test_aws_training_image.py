@@ -8,6 +8,7 @@ variables it reads; the Dockerfile is checked for what SageMaker relies on.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from aws_package import ROOT, TRAIN, run_train
@@ -86,3 +87,47 @@ def test_scoring_image_is_the_lambda_python313_base_with_pyarrow() -> None:
     pins = [line.split("#")[0].strip() for line in zip_requirements.splitlines()]
     assert [p for p in pins if p] and not [p for p in pins if p.startswith("pyarrow")]
     assert 'CMD ["functions.aws.upload.handler"]' in dockerfile
+
+
+def test_the_deploy_target_pushes_the_training_image_where_the_stack_expects_it(
+    tmp_path: Path,
+) -> None:
+    """`make -n` of the deploy with an `aws` that answers an account id: the stack is deployed
+    with the stage, region and alarm e-mail, then the image is built for linux/amd64 and pushed
+    to the repository the stack creates (serverless.yml), under the account from the
+    credentials, with the tag the stack's SKYSCORE_TRAINING_IMAGE_URI names."""
+    fake_aws = tmp_path / "aws"
+    fake_aws.write_text("#!/bin/sh\necho 210987654321\n")
+    fake_aws.chmod(0o755)
+    done = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-f",
+            str(ROOT / "infra" / "aws" / "Makefile"),
+            "deploy",
+            "STAGE=prod",
+            "REGION=eu-west-1",
+            "TAG=v7",
+            "ALARM_EMAIL=ops@example.com",
+            f"AWS={fake_aws}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    commands = " ".join(done.stdout.replace("\\\n", " ").split())
+    registry = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+    deploy = commands.index("serverless deploy --stage prod --region eu-west-1")
+    assert '--param="alarmEmail=ops@example.com"' in commands
+    assert '--param="trainingImageTag=v7"' in commands
+    build = commands.index(
+        "docker build --platform linux/amd64 -f infra/aws/Dockerfile -t skyscore-prod-train:v7 ."
+    )
+    push = commands.index(f"docker push {registry}/skyscore-prod-train:v7")
+    assert deploy < build < push  # the repository exists before the push
+    assert f"docker login --username AWS --password-stdin {registry}" in commands
+    template = (ROOT / "serverless.yml").read_text()
+    assert "RepositoryName: skyscore-${sls:stage}-train" in template
+    assert "${TrainingImageRepository}:${param:trainingImageTag}" in template
