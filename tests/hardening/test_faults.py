@@ -4,7 +4,8 @@
   while the output uploads): the invocation fails cleanly, nothing under ``predictions/`` looks
   complete (no output without its manifest, no success manifest), and the platform's retry
   after the endpoint is back gives the full output, equal to an undisturbed run (0 rows lost).
-  AWS handler on moto, behind a proxy that cuts every connection at a given byte.
+  AWS handler on moto, and the core's scorer on Azurite, each behind a proxy that cuts every
+  connection at a given byte (GCP: test_gcp_hardening.py).
 * A tampered model (``model.onnx`` no longer matching its card's sha256) is refused, and the
   version in production keeps answering: local runtime over HTTP, and AWS on moto.
 * A failed, a worse and an unusable training job leave production untouched while the local
@@ -32,12 +33,14 @@ from hardening_kit import (
     MODEL,
     FaultProxy,
     aws_account,
+    azure_account,
     cancer_rows,
     comparable,
     lambda_context,
     run_threads,
 )
 
+from skyscore.coordination import claims
 from skyscore.errors import IntegrityError
 from skyscore.training.train import TrainResult
 
@@ -131,6 +134,95 @@ def test_aws_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
             assert aws.read(output) == expected
             assert comparable(aws.read(output + ".manifest.json")) == comparable(expected_manifest)
             assert _upload(event, "a-late-duplicate") == "duplicate"
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize(
+    ("direction", "after", "back_after"),
+    [
+        ("down", 2_000_000, None),
+        ("down", 2_000_000, 0.05),
+        ("up", 300_000, None),
+        ("up", 300_000, 0.05),
+    ],
+    ids=[
+        "stopped-while-reading-the-input",
+        "blip-while-reading-the-input",
+        "stopped-while-writing-the-output",
+        "blip-while-writing-the-output",
+    ],
+)
+def test_azure_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
+    azurite_connection: str,
+    demo_model: TrainResult,
+    data_dir: Path,
+    direction: str,
+    after: int,
+    back_after: float | None,
+) -> None:
+    """The same cut on Azure: the core's BatchScorer on an AzureBlobStore whose client talks to
+    Azurite through the proxy (ranged downloads in, staged blocks out). The SDK's retry policy
+    is the default's shape with short waits (its first wait is 15 s): few retries for an
+    outage, enough to ride a blip."""
+    from azure.storage.blob import ContainerClient, ExponentialRetry
+
+    from skyscore.adapters.azure import AzureBlobStore
+    from skyscore.batch.scorer import BatchScorer
+    from skyscore.model.registry import ModelRegistry
+
+    port = int(azurite_connection.split("BlobEndpoint=http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    proxy = FaultProxy(port).start()
+    through_proxy = azurite_connection.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{proxy.port}/")
+    table = cancer_rows(data_dir, REPEAT)
+    try:
+        with azure_account(azurite_connection, demo_model) as azure:
+            retry = ExponentialRetry(
+                initial_backoff=0.2, increment_base=2, retry_total=1 if back_after is None else 4
+            )
+            client = ContainerClient.from_connection_string(
+                through_proxy, azure.container, retry_policy=retry
+            )
+            store = AzureBlobStore(azure.container, client=client)
+            scorer = BatchScorer(store, ModelRegistry(store, refresh_seconds=0))
+            azure.store.write_bytes(f"incoming/{MODEL}/reference.csv", table)
+            assert scorer.score_upload(f"incoming/{MODEL}/reference.csv", owner="r").status == (
+                "scored"
+            )
+            out = f"predictions/{MODEL}/reference.predictions.csv"
+            expected = azure.store.read_bytes(out)
+            expected_manifest = azure.store.read_bytes(out + ".manifest.json")
+            assert len(table if direction == "down" else expected) > after  # enough to cut into
+
+            key = f"incoming/{MODEL}/large.csv"
+            azure.store.write_bytes(key, table)
+            output = f"predictions/{MODEL}/large.predictions.csv"
+            cuts = proxy.cuts
+            proxy.cut_after(after, direction, back_after=back_after)
+            try:
+                outcome = scorer.score_upload(key, owner="attempt-1").status
+            except Exception as error:  # the invocation failed: the platform retries it
+                outcome = type(error).__name__
+            assert proxy.cuts == cuts + 1, "the endpoint was never cut: the test proved nothing"
+            print(
+                f"Azure: cut {direction} after {after:,} bytes, back after {back_after}: {outcome}"
+            )
+            time.sleep(0.3)
+            proxy.start()
+            if outcome != "scored":
+                keys = sorted(info.key for info in azure.store.list(f"predictions/{MODEL}/"))
+                assert _looks_complete(keys, output, azure.store.read_bytes) == [], keys
+                # the host retries later, after the failed attempt's heartbeat has stopped (a
+                # claim it could not release while the storage was away): beats of 0.05 s here
+                retried = BatchScorer(
+                    store, ModelRegistry(store, refresh_seconds=0), heartbeat_seconds=0.05
+                )
+                time.sleep(0.05 * claims.STALLS_AFTER + 0.1)
+                assert retried.score_upload(key, owner="attempt-1").status == "scored"
+            assert azure.store.read_bytes(output) == expected
+            manifest = azure.store.read_bytes(output + ".manifest.json")
+            assert comparable(manifest) == comparable(expected_manifest)
+            assert scorer.score_upload(key, owner="a-late-duplicate").status == "duplicate"
     finally:
         proxy.stop()
 
