@@ -506,3 +506,15 @@ def tree_rss_bytes(pid: int) -> int:
         total += rss(one)
         pending += children(one)
     return total
+
+
+def looks_complete(keys: list[str], output: str, read: Any) -> list[str]:
+    """What under ``predictions/`` a reader could take for a finished result."""
+    found = []
+    if output in keys and output + ".manifest.json" not in keys:
+        found.append("an output without its manifest")
+    if output + ".manifest.json" in keys:
+        manifest = json.loads(read(output + ".manifest.json"))
+        if manifest.get("status") != "failed":
+            found.append("a success manifest")
+    return found

@@ -37,6 +37,7 @@ from hardening_kit import (
     cancer_rows,
     comparable,
     lambda_context,
+    looks_complete,
     run_threads,
 )
 
@@ -52,18 +53,6 @@ def _upload(event: dict[str, Any], request_id: str) -> str:
 
     [result] = upload.handler(json.loads(json.dumps(event)), lambda_context(request_id))["results"]
     return str(result["status"])
-
-
-def _looks_complete(keys: list[str], output: str, read: Any) -> list[str]:
-    """What under ``predictions/`` a reader could take for a finished result."""
-    found = []
-    if output in keys and output + ".manifest.json" not in keys:
-        found.append("an output without its manifest")
-    if output + ".manifest.json" in keys:
-        manifest = json.loads(read(output + ".manifest.json"))
-        if manifest.get("status") != "failed":
-            found.append("a success manifest")
-    return found
 
 
 @pytest.mark.parametrize(
@@ -126,7 +115,7 @@ def test_aws_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
             proxy.start()  # the endpoint is back (a no-op after a blip)
             if outcome != "scored":
                 keys = aws.keys(f"predictions/{MODEL}/")
-                assert _looks_complete(keys, output, aws.read) == [], keys
+                assert looks_complete(keys, output, aws.read) == [], keys
                 # the platform retries the invocation (same request id): the whole file
                 assert _upload(event, "attempt-1") == "scored"
             # scored at once (the SDK rode a blip by sending the request again), or on the
@@ -211,7 +200,7 @@ def test_azure_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
             proxy.start()
             if outcome != "scored":
                 keys = sorted(info.key for info in azure.store.list(f"predictions/{MODEL}/"))
-                assert _looks_complete(keys, output, azure.store.read_bytes) == [], keys
+                assert looks_complete(keys, output, azure.store.read_bytes) == [], keys
                 # the host retries later, after the failed attempt's heartbeat has stopped (a
                 # claim it could not release while the storage was away): beats of 0.05 s here
                 retried = BatchScorer(

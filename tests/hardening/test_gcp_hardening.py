@@ -38,6 +38,7 @@ from hardening_kit import (
     cancer_rows,
     comparable,
     fake_gcs_behind,
+    looks_complete,
     run_threads,
     tree_rss_bytes,
 )
@@ -279,18 +280,6 @@ def gcs_behind_proxy() -> Iterator[tuple[Any, FaultProxy]]:
         proxy.stop()
 
 
-def _looks_complete(keys: list[str], output: str, read: Any) -> list[str]:
-    """What under ``predictions/`` a reader could take for a finished result."""
-    found = []
-    if output in keys and output + ".manifest.json" not in keys:
-        found.append("an output without its manifest")
-    if output + ".manifest.json" in keys:
-        manifest = json.loads(read(output + ".manifest.json"))
-        if manifest.get("status") != "failed":
-            found.append("a success manifest")
-    return found
-
-
 @pytest.mark.parametrize(
     ("direction", "after", "back_after"),
     [
@@ -374,7 +363,7 @@ def test_gcp_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
             if outcome != "scored":
                 assert answer.status >= 500, (answer.status, answer.body[:300])
                 keys = keys_under(app, f"predictions/{MODEL}/")
-                assert _looks_complete(keys, output, store.read_bytes) == [], keys
+                assert looks_complete(keys, output, store.read_bytes) == [], keys
                 # Eventarc redelivers the same event: the whole file
                 assert upload.post_event(event).status == 200
                 assert upload_statuses(upload.new_lines()) == ["scored"]
