@@ -211,9 +211,9 @@ def alerts(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     the_core = core()
     try:
         signal = alarm_signal(decode_json(req.get_body()))
-    except SkyscoreError as error:
+        decision = the_core.alarm(signal, owner=signal.event_id or context.invocation_id)
+    except SkyscoreError as error:  # Busy is a 503, which Azure Monitor's webhook retries
         return http_response(the_core.dataplane.error_response(error, f"/{ALERT_ROUTE}"))
-    decision = the_core.alarm(signal, owner=signal.event_id or context.invocation_id)
     log.info("alert %s (%s): %s", signal.name, "fired" if signal.firing else "resolved", decision)
     body = {
         "alert": signal.name,

@@ -36,7 +36,14 @@ import numpy as np
 from skyscore import clock
 from skyscore.clock import iso, parse_iso
 from skyscore.coordination import claims
-from skyscore.errors import ConflictError, FormatMismatch, ModelNotFound, NotFound, SkyscoreError
+from skyscore.errors import (
+    Busy,
+    ConflictError,
+    FormatMismatch,
+    ModelNotFound,
+    NotFound,
+    SkyscoreError,
+)
 from skyscore.formats import parquet_meta
 from skyscore.lifecycle.gate import GateConfig, GateResult, quality_gate
 from skyscore.model.card import card_from_json
@@ -371,6 +378,8 @@ class RetrainController:
             return _announce(Decision(name, "job", "skipped", why, job_id=status.job_id))
         claim_key = f"{STATE_PREFIX}{name}/claims/{status.job_id}.json"
         claim = claims.acquire(self.store, claim_key, owner)
+        if claim.outcome == "busy":  # a copy of this delivery judges it: retry, do not ack
+            raise Busy(f"job {status.job_id} is being judged by a copy of delivery {owner}")
         if not claim.acquired:
             if claim.outcome == "finished":  # judged, but the bookkeeping was lost
                 self._mark_judged(name, status.job_id)
@@ -548,6 +557,8 @@ class RetrainController:
         digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
         claim_key = f"{STATE_PREFIX}{name}/alarms/{digest}.json"
         claim = claims.acquire(self.store, claim_key, owner)
+        if claim.outcome == "busy":  # a copy of this delivery handles it: retry, do not ack
+            raise Busy(f"alarm {event_id} is being handled by a copy of delivery {owner}")
         if not claim.acquired:
             return _announce(Decision(name, alarm, "skipped", f"alarm {event_id} already handled"))
         try:

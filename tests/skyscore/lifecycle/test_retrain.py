@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from skyscore.adapters.local import LocalBlobStore, LocalJobRunner, train_command
 from skyscore.coordination import claims
+from skyscore.errors import Busy
 from skyscore.lifecycle.gate import GateConfig, evaluate, quality_gate, roc_auc, schema_problems
 from skyscore.lifecycle.retrain import RetrainController, RetrainPolicy
 from skyscore.model.predictor import Predictor
@@ -126,6 +128,13 @@ def test_an_alarm_state_change_is_acted_on_once(setup, demo_model: TrainResult) 
     again = controller.on_alarm("cancer", "error_rate", event_id="5xx@11:00", owner="rule")
     assert again.action == "skipped" and "already handled" in again.reason
     assert registry.alias_target("cancer") == "1"  # one rollback, not two
+
+    # a copy of one delivery while its first copy is at work: Busy (retried, not acknowledged)
+    digest = hashlib.sha256(b"5xx@12:00").hexdigest()[:32]
+    claims.acquire(controller.store, f"retraining/cancer/alarms/{digest}.json", "sns-2")
+    with pytest.raises(Busy):
+        controller.on_alarm("cancer", "error_rate", event_id="5xx@12:00", owner="sns-2")
+    assert registry.alias_target("cancer") == "1"
 
 
 def test_a_training_file_that_is_not_parquet_is_named(setup) -> None:  # type: ignore[no-untyped-def]
