@@ -102,6 +102,22 @@ def is_version(ref: str) -> bool:
     return bool(_VERSION.match(ref))
 
 
+def _parse_card(name: str, version: str, data: bytes, action: str) -> ModelCard:
+    """The card stored for (name, version): valid JSON, and about that very version."""
+    try:
+        card = card_from_json(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise IntegrityError(
+            f"model {name!r} version {version!r}: card.json is invalid: {exc}"
+        ) from None
+    if card.name != name or card.version != version:
+        raise IntegrityError(
+            f"models/{name}/{version}/card.json describes model {card.name!r} version "
+            f"{card.version!r}; refusing to {action} it"
+        )
+    return card
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadRequest(
@@ -329,17 +345,7 @@ class ModelRegistry:
             data = self.store.read_bytes(self._card_key(name, version))
         except NotFound:
             raise ModelNotFound(f"model {name!r} has no version {version!r}") from None
-        try:
-            card = card_from_json(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise IntegrityError(
-                f"model {name!r} version {version!r}: card.json is invalid: {exc}"
-            ) from None
-        if card.name != name or card.version != version:
-            raise IntegrityError(
-                f"models/{name}/{version}/card.json describes model {card.name!r} version "
-                f"{card.version!r}; refusing to load it"
-            )
+        card = _parse_card(name, version, data, "load")
         verify_card(name, version, data, self._recorded_card_sha(name, version))
         return card
 
@@ -368,17 +374,7 @@ class ModelRegistry:
             onnx_bytes = self.store.read_bytes(self._model_key(name, version))
         except NotFound:
             raise ModelNotFound(f"model {name!r} has no version {version!r}") from None
-        try:
-            card = card_from_json(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise IntegrityError(
-                f"model {name!r} version {version!r}: card.json is invalid: {exc}"
-            ) from None
-        if card.name != name or card.version != version:
-            raise IntegrityError(
-                f"models/{name}/{version}/card.json describes model {card.name!r} version "
-                f"{card.version!r}; refusing to seal it"
-            )
+        card = _parse_card(name, version, data, "seal")
         Predictor(card, onnx_bytes)  # checksum of the artifact, and the card against its graph
         digest = sha256_hex(data)
         try:
