@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import percentile, table
 from skyscore.local.home import LocalHome
 from skyscore.training.train import TrainConfig, TrainResult, train
 
@@ -37,21 +38,6 @@ TARGETS = {
     "csv vs raw ORT": ">= 60%",
     "memory 2M vs 100k": "<= 1.3x",
 }
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """Print a Markdown table (copied into notes as is)."""
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    sys.stdout.flush()
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """q-th percentile of samples."""
-    return float(np.percentile(np.asarray(samples), q))
 
 
 # ---------------------------------------------------------------------------------------- setup

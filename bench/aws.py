@@ -30,6 +30,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.report import table
+
 if TYPE_CHECKING:
     from skyscore.training.train import TrainResult
 
@@ -137,15 +139,6 @@ assert answer["statusCode"] == 200, answer
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "first": t2 - t1, "total": t2 - t0}))
 """
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    sys.stdout.flush()
 
 
 def package(path: Path | None) -> Path:

@@ -40,6 +40,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from bench.report import table
+
 OUT = Path(__file__).resolve().parent / "out"
 TARGETS = {"vs baseline": ">= 3.5x", "of parse-only": ">= 80%", "memory 2M vs 100k": "<= 1.25x"}
 TRAIN_ROWS = 20_000
@@ -461,16 +463,13 @@ def _print(
         header += [f"before {rows // 1000}k", "now / before"]
         if large:
             header += [f"before {large / 1e6:g}M", "now / before", "before peak ratio"]
-    print(
-        f"\n### Shape matrix, {where}: CSV → CSV rows/s, median of {runs} alternating runs "
+    table(
+        f"Shape matrix, {where}: CSV → CSV rows/s, median of {runs} alternating runs "
         f"(targets: vs baseline {TARGETS['vs baseline']}, of parse-only "
-        f"{TARGETS['of parse-only']}, memory {TARGETS['memory 2M vs 100k']})\n"
+        f"{TARGETS['of parse-only']}, memory {TARGETS['memory 2M vs 100k']})",
+        header,
+        lines,
     )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for line in lines:
-        print("| " + " | ".join(line) + " |")
-    sys.stdout.flush()
 
 
 def main() -> int:

@@ -28,22 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import table
 from skyscore.training.datasets import SYNTHETIC_ID, SYNTHETIC_TARGET, synthetic_arrays
 from skyscore.training.train import TrainConfig, TrainResult, train
 
 DEFAULT_ROWS = 200_000
 DEFAULT_SCORE_ROWS = 100_000
 CHUNK_ROWS = 65_536  # what the batch scorer feeds ONNX Runtime at a time
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """Print a Markdown table (copied into notes as is)."""
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    sys.stdout.flush()
 
 
 def write_table(path: Path, rows: int, *, seed: int = 11, block: int = 250_000) -> Path:
