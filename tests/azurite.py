@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import re
 import shutil
 import socket
@@ -22,14 +21,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode
 
 import pytest
 
 from needs import missing
+from rest_fake import JSON, RestFake
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -224,32 +223,20 @@ OUTPUT_MODES = {"ReadWriteMount", "Upload", "Direct"}
 IDENTITY_API_VERSION = "2019-08-01"
 
 
-class AzureMLFake:
+class AzureMLFake(RestFake):
     """What the runner may call, checked against the documented shapes (``Jobs - Create Or
     Update`` / ``Get`` / ``List``, api-version 2024-04-01): a request of another shape or without
     the bearer token is answered 400/401 and recorded in :attr:`errors`. It also serves the App
     Service managed-identity endpoint (``IDENTITY_ENDPOINT``), which hands out :attr:`token`."""
 
     def __init__(self, subscription: str, resource_group: str, workspace: str) -> None:
+        super().__init__()
         self.subscription = subscription
         self.resource_group = resource_group
         self.workspace = workspace
         self.api_version = "2024-04-01"
         self.token = f"token-{uuid.uuid4().hex}"
         self.identity_header = f"header-{uuid.uuid4().hex}"
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.errors: list[str] = []
-        self.tokens_issued = 0
-        self.page_size = 1  # every list answer pages, so nextLink is followed
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def workspace_id(self) -> str:
@@ -267,73 +254,22 @@ class AzureMLFake:
         """The bodies of every job PUT, in order."""
         return [r["body"] for r in self.requests if r["method"] == "PUT"]
 
-    # -- serving ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body = fake.handle(self.command, self.path, dict(self.headers), raw)
-                self._answer(status, body)
-
-            do_GET = do_PUT = do_POST = do_DELETE = _handle  # noqa: N815
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def _fail(self, status: int, why: str) -> tuple[int, dict[str, Any]]:
+    def fail(self, status: int, why: str) -> tuple[int, Any, dict[str, str]]:
         self.errors.append(why)
-        return status, {
-            "error": {"code": "BadRequest" if status == 400 else "Unauthorized", "message": why}
-        }
+        code = "BadRequest" if status == 400 else "Unauthorized"
+        return status, {"error": {"code": code, "message": why}}, JSON
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, Any]]:
-        parts = urlsplit(target)
-        query = dict(parse_qsl(parts.query))
-        lowered = {k.lower(): v for k, v in headers.items()}
+    ) -> tuple[int, Any, dict[str, str]]:
+        parts, query, lowered = self.split(target, headers)
         if parts.path == "/msi/token":
             return self._identity(query, lowered)
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                return self._fail(400, "the body is not JSON")
-        with self._lock:
-            self.requests.append(
-                {
-                    "method": method,
-                    "path": parts.path,
-                    "query": query,
-                    "headers": lowered,
-                    "body": body,
-                }
-            )
-        if lowered.get("authorization") != f"Bearer {self.token}":
-            return self._fail(401, f"bad Authorization header {lowered.get('authorization')!r}")
+        body, refused = self.api_call(method, parts, query, lowered, raw)
+        if refused is not None:
+            return refused
         if query.get("api-version") != self.api_version:
-            return self._fail(400, f"api-version {query.get('api-version')!r}")
+            return self.fail(400, f"api-version {query.get('api-version')!r}")
         match = JOB_PATH.match(parts.path)
         if (
             match is None
@@ -341,7 +277,7 @@ class AzureMLFake:
             or match["rg"] != self.resource_group
             or match["ws"] != self.workspace
         ):
-            return self._fail(400, f"not a job path of this workspace: {parts.path}")
+            return self.fail(400, f"not a job path of this workspace: {parts.path}")
         job = match["job"]
         if method == "PUT" and job:
             return self._put(unquote(job), body, lowered)
@@ -349,37 +285,42 @@ class AzureMLFake:
             with self._lock:
                 found = self.jobs.get(unquote(job))
             if found is None:
-                return 404, {"error": {"code": "UserError", "message": f"job {job} not found"}}
-            return 200, found
+                return (
+                    404,
+                    {"error": {"code": "UserError", "message": f"job {job} not found"}},
+                    JSON,
+                )
+            return 200, found, JSON
         if method == "GET":
             return self._list(query)
-        return self._fail(400, f"unexpected {method} {parts.path}")
+        return self.fail(400, f"unexpected {method} {parts.path}")
 
     def _identity(
         self, query: dict[str, str], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, Any, dict[str, str]]:
         if headers.get("x-identity-header") != self.identity_header:
-            return self._fail(401, "managed identity request without X-IDENTITY-HEADER")
+            return self.fail(401, "managed identity request without X-IDENTITY-HEADER")
         if query.get("api-version") != IDENTITY_API_VERSION or not query.get("resource"):
-            return self._fail(400, f"managed identity query {query}")
+            return self.fail(400, f"managed identity query {query}")
         with self._lock:
             self.tokens_issued += 1
-        return 200, {
+        token = {
             "access_token": self.token,
             "expires_on": str(int(time.time()) + 3600),
             "resource": query["resource"],
             "token_type": "Bearer",
         }
+        return 200, token, JSON
 
-    def _put(self, job: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _put(self, job: str, body: Any, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         problems = self.check_command_job(body)
         if "application/json" not in headers.get("content-type", ""):
             problems.append("Content-Type is not application/json")
         if problems:
-            return self._fail(400, "; ".join(problems))
+            return self.fail(400, "; ".join(problems))
         with self._lock:
             if job in self.jobs:
-                return self._fail(400, f"job {job} already exists (jobs cannot be updated)")
+                return self.fail(400, f"job {job} already exists (jobs cannot be updated)")
             stored = {
                 "id": f"{self.workspace_id}/jobs/{job}",
                 "name": job,
@@ -388,7 +329,7 @@ class AzureMLFake:
                 "systemData": {"createdAt": f"2026-12-01T00:00:{len(self.jobs):02d}Z"},
             }
             self.jobs[job] = stored
-        return 201, stored
+        return 201, stored, JSON
 
     def check_command_job(self, body: Any) -> list[str]:
         """Why ``body`` is not a command job body the runner should send (empty: it is)."""
@@ -434,7 +375,7 @@ class AzureMLFake:
             problems.append("limits.timeout is not an ISO 8601 duration")
         return problems
 
-    def _list(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _list(self, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             jobs = [
                 job
@@ -448,7 +389,7 @@ class AzureMLFake:
         if start + self.page_size < len(jobs):
             rest = {**query, "$skipToken": str(start + self.page_size)}
             answer["nextLink"] = f"{self.url}{self.workspace_id}/jobs?{urlencode(rest)}"
-        return 200, answer
+        return 200, answer, JSON
 
 
 @contextlib.contextmanager

@@ -14,20 +14,19 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from fake_gcs import FakeGcs, free_port, wait_for_port
 from pubsub_emulator import PubSubEmulator
+from rest_fake import JSON as _JSON
+from rest_fake import RestFake
 from skyscore.adapters.gcp import GcsBlobStore
 from skyscore.model.registry import ModelRegistry
 
@@ -184,33 +183,17 @@ LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 SERVICE_ACCOUNT = "skyscore-fn@skyscore-test.iam.gserviceaccount.com"
 
 
-class VertexFake:
+class VertexFake(RestFake):
     """What the runner may call, checked against the documented REST shapes
     (``projects.locations.customJobs.create/get/list``, v1): a request of another shape or
     without the bearer token is answered 400/401 and recorded in :attr:`errors`. The same
     server is the metadata server (``GCE_METADATA_HOST``) that hands out :attr:`token`."""
 
     def __init__(self, project: str, region: str) -> None:
+        super().__init__()
         self.project = project
         self.region = region
         self.token = f"ya29.fake-{uuid.uuid4().hex}"
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.errors: list[str] = []
-        self.tokens_issued = 0
-        self.page_size = 1  # every list answer pages, so nextPageToken is followed
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def host(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     @property
     def parent(self) -> str:
@@ -229,36 +212,7 @@ class VertexFake:
         """Every create request, in order."""
         return [r for r in self.requests if r["method"] == "POST"]
 
-    def start(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body, extra = fake.handle(self.command, self.path, dict(self.headers), raw)
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _handle  # noqa: N815
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def _fail(self, status: int, why: str) -> tuple[int, Any, dict[str, str]]:
+    def fail(self, status: int, why: str) -> tuple[int, Any, dict[str, str]]:
         self.errors.append(why)
         code = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED"}.get(status, "NOT_FOUND")
         return status, {"error": {"code": status, "message": why, "status": code}}, _JSON
@@ -266,36 +220,19 @@ class VertexFake:
     def handle(
         self, method: str, target: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, Any, dict[str, str]]:
-        parts = urlsplit(target)
-        query = dict(parse_qsl(parts.query))
-        lowered = {k.lower(): v for k, v in headers.items()}
+        parts, query, lowered = self.split(target, headers)
         if parts.path == "/" or parts.path.startswith("/computeMetadata/"):
             return self._metadata(parts.path, query, lowered)
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                return self._fail(400, "the body is not JSON")
-        with self._lock:
-            self.requests.append(
-                {
-                    "method": method,
-                    "path": parts.path,
-                    "query": query,
-                    "headers": lowered,
-                    "body": body,
-                }
-            )
-        if lowered.get("authorization") != f"Bearer {self.token}":
-            return self._fail(401, f"bad Authorization header {lowered.get('authorization')!r}")
+        body, refused = self.api_call(method, parts, query, lowered, raw)
+        if refused is not None:
+            return refused
         match = JOBS_PATH.match(parts.path)
         if match is None or match["project"] != self.project or match["region"] != self.region:
-            return self._fail(400, f"not a customJobs path of {self.parent}: {parts.path}")
+            return self.fail(400, f"not a customJobs path of {self.parent}: {parts.path}")
         job = match["job"]
         if method == "POST" and not job:
             if "application/json" not in lowered.get("content-type", ""):
-                return self._fail(400, "Content-Type is not application/json")
+                return self.fail(400, "Content-Type is not application/json")
             return self._create(body)
         if method == "GET" and job:
             with self._lock:
@@ -305,14 +242,14 @@ class VertexFake:
             return 200, found, _JSON
         if method == "GET":
             return self._list(query)
-        return self._fail(400, f"unexpected {method} {parts.path}")
+        return self.fail(400, f"unexpected {method} {parts.path}")
 
     def _metadata(
         self, path: str, query: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, Any, dict[str, str]]:
         flavor = {"Metadata-Flavor": "Google"}
         if headers.get("metadata-flavor") != "Google":
-            return self._fail(403, "metadata request without Metadata-Flavor: Google")
+            return self.fail(403, "metadata request without Metadata-Flavor: Google")
         if path == "/":
             return 200, b"computeMetadata/\n", {**flavor, "Content-Type": "text/plain"}
         accounts = "/computeMetadata/v1/instance/service-accounts/default/"
@@ -377,7 +314,7 @@ class VertexFake:
     def _create(self, body: Any) -> tuple[int, Any, dict[str, str]]:
         problems = self.check_custom_job(body)
         if problems:
-            return self._fail(400, "; ".join(problems))
+            return self.fail(400, "; ".join(problems))
         with self._lock:
             job_id = str(1000000 + len(self.jobs))
             stored = {
@@ -392,7 +329,7 @@ class VertexFake:
     def _list(self, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         wanted = re.fullmatch(r'labels\.([a-z0-9_-]+)="([^"]*)"', query.get("filter", ""))
         if query.get("filter") and wanted is None:
-            return self._fail(400, f"unsupported filter {query['filter']!r}")
+            return self.fail(400, f"unsupported filter {query['filter']!r}")
         with self._lock:
             jobs = [
                 job
@@ -407,7 +344,6 @@ class VertexFake:
         return 200, answer, _JSON
 
 
-_JSON = {"Content-Type": "application/json"}
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 

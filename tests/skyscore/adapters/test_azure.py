@@ -434,11 +434,11 @@ def test_next_link_to_another_host_is_not_followed(fake: AzureMLFake) -> None:
     runner.start(SPEC)
     original = fake._list
 
-    def foreign(query: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        status, body = original(query)
+    def foreign(query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        status, body, headers = original(query)
         if "nextLink" in body:
             body["nextLink"] = "https://evil.example/steal"
-        return status, body
+        return status, body, headers
 
     fake._list = foreign  # type: ignore[method-assign]
     assert len(runner.list_jobs("cancer")) == 1
