@@ -48,14 +48,9 @@ from skyscore.training.train import TrainResult
 REPEAT = 40  # ~5.7 MB, ~22,800 rows: several MB of transfer to cut into
 
 
-def _upload(event: dict[str, Any], request_id: str) -> str:
-    from functions.aws import upload
-
-    [result] = upload.handler(json.loads(json.dumps(event)), lambda_context(request_id))["results"]
-    return str(result["status"])
-
-
-@pytest.mark.parametrize(
+# Where the storage endpoint is cut: reading the input or writing the output, and whether it
+# stays away until the attempt failed (stopped) or is back 0.05 s later (a blip).
+STORAGE_CUTS = pytest.mark.parametrize(
     ("direction", "after", "back_after"),
     [
         ("down", 2_000_000, None),
@@ -70,6 +65,16 @@ def _upload(event: dict[str, Any], request_id: str) -> str:
         "blip-while-writing-the-output",
     ],
 )
+
+
+def _upload(event: dict[str, Any], request_id: str) -> str:
+    from functions.aws import upload
+
+    [result] = upload.handler(json.loads(json.dumps(event)), lambda_context(request_id))["results"]
+    return str(result["status"])
+
+
+@STORAGE_CUTS
 def test_aws_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
     moto_url: str,
     demo_model: TrainResult,
@@ -127,21 +132,7 @@ def test_aws_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
         proxy.stop()
 
 
-@pytest.mark.parametrize(
-    ("direction", "after", "back_after"),
-    [
-        ("down", 2_000_000, None),
-        ("down", 2_000_000, 0.05),
-        ("up", 300_000, None),
-        ("up", 300_000, 0.05),
-    ],
-    ids=[
-        "stopped-while-reading-the-input",
-        "blip-while-reading-the-input",
-        "stopped-while-writing-the-output",
-        "blip-while-writing-the-output",
-    ],
-)
+@STORAGE_CUTS
 def test_azure_storage_cut_mid_file_fails_cleanly_and_the_retry_is_complete(
     azurite_connection: str,
     demo_model: TrainResult,
