@@ -42,6 +42,22 @@ def demo_model(data_dir: Path) -> TrainResult:
 
 
 @pytest.fixture(scope="session")
+def worse_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """The demo model retrained on shuffled labels: valid, verified, and clearly worse (what a
+    quality gate must reject)."""
+    import pandas as pd
+
+    frame = pd.read_csv(data_dir / "breast_cancer.csv")
+    frame[DEMO_TARGET] = frame[DEMO_TARGET].sample(frac=1.0, random_state=7).to_numpy()
+    path = tmp_path_factory.mktemp("worse") / "shuffled.csv"
+    frame.to_csv(path, index=False)
+    config = TrainConfig(
+        data=str(path), target=DEMO_TARGET, name="cancer", estimator="logreg", id_column=DEMO_ID
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
 def hgb_model(data_dir: Path) -> TrainResult:
     """Histogram gradient boosting on the synthetic table (int classes, 3 categoricals)."""
     return train(

@@ -320,25 +320,6 @@ def test_aws_tampered_model_is_refused_while_production_keeps_serving(
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def worse_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    """The demo model trained on shuffled labels: valid, verified, clearly worse."""
-    import pandas as pd
-
-    from skyscore.training.datasets import DEMO_ID, DEMO_TARGET
-    from skyscore.training.train import TrainConfig, train
-
-    frame = pd.read_csv(data_dir / "breast_cancer.csv")
-    frame[DEMO_TARGET] = frame[DEMO_TARGET].sample(frac=1.0, random_state=7).to_numpy()
-    path = tmp_path_factory.mktemp("worse") / "shuffled.csv"
-    frame.to_csv(path, index=False)
-    return train(
-        TrainConfig(
-            data=str(path), target=DEMO_TARGET, name=MODEL, estimator="logreg", id_column=DEMO_ID
-        )
-    )
-
-
 def test_failed_worse_and_unusable_jobs_leave_production_serving(
     demo_model: TrainResult, worse_model: TrainResult, data_dir: Path, tmp_path: Path
 ) -> None:

@@ -93,24 +93,6 @@ def play_azure_ml(
     return prefix
 
 
-@pytest.fixture(scope="module")
-def worse_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    """The demo model retrained on shuffled labels: valid, verified, and clearly worse."""
-    import pandas as pd
-
-    from skyscore.training.datasets import DEMO_ID, DEMO_TARGET
-    from skyscore.training.train import TrainConfig, train
-
-    frame = pd.read_csv(data_dir / "breast_cancer.csv")
-    frame[DEMO_TARGET] = frame[DEMO_TARGET].sample(frac=1.0, random_state=7).to_numpy()
-    path = tmp_path_factory.mktemp("worse") / "shuffled.csv"
-    frame.to_csv(path, index=False)
-    config = TrainConfig(
-        data=str(path), target=DEMO_TARGET, name="cancer", estimator="logreg", id_column=DEMO_ID
-    )
-    return train(config)
-
-
 def test_timer_starts_a_job_polls_it_and_promotes_once(
     azure_app: AzureApp,
     cancer: ModelRegistry,
