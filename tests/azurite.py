@@ -419,3 +419,48 @@ def app_functions() -> dict[str, Any]:
         found = function_app.app.get_functions()
         _app_functions.update({f.get_function_name(): f for f in found})
     return _app_functions
+
+
+def blob_created_event(
+    store: Any, container: str, key: str, *, etag: str | None = None, event_id: str | None = None
+) -> Any:
+    """The Event Grid ``BlobCreated`` event the storage account publishes for ``key``: the
+    reference payload's shape with this blob's names, ETag and length."""
+    import json
+
+    import azure.functions as func
+
+    root = Path(__file__).resolve().parent / "reference-events" / "azure"
+    [template] = json.loads((root / "eventgrid-storage-blob-created.json").read_text())
+    info = store.stat(key)
+    assert info is not None
+    data = dict(template["data"])
+    data.update(
+        eTag=(etag or info.version).strip('"'), contentLength=info.size, url=store.uri_for(key)
+    )
+    return func.EventGridEvent(
+        id=event_id or str(uuid.uuid4()),
+        data=data,
+        topic=template["topic"],
+        subject=f"/blobServices/default/containers/{container}/blobs/{key}",
+        event_type=template["eventType"],
+        event_time=None,
+        data_version=template["dataVersion"],
+    )
+
+
+def blob_input_stream(store: Any, container: str, key: str) -> Any:
+    """What the Event Grid-based blob trigger hands the function: the blob's bytes,
+    ``<container>/<name>``, its URL and properties."""
+    from azure.functions.blob import InputStream
+
+    blob = store.client.get_blob_client(key)
+    props = blob.get_blob_properties()
+    data = blob.download_blob().readall()
+    return InputStream(
+        data=data,
+        name=f"{container}/{key}",
+        uri=blob.url,
+        length=len(data),
+        blob_properties={"ETag": props.etag, "Length": props.size},
+    )

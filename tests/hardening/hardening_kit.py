@@ -215,40 +215,15 @@ class AzureAccount:
 
     def blob_event(self, key: str, event_id: str | None = None) -> Any:
         """The Event Grid ``BlobCreated`` event for ``key`` (reference payload's shape)."""
-        import azure.functions as func
+        from azurite import blob_created_event
 
-        root = Path(__file__).resolve().parents[1] / "reference-events" / "azure"
-        [template] = json.loads((root / "eventgrid-storage-blob-created.json").read_text())
-        info = self.store.stat(key)
-        assert info is not None
-        data = dict(template["data"])
-        data.update(
-            eTag=info.version.strip('"'), contentLength=info.size, url=self.store.uri_for(key)
-        )
-        return func.EventGridEvent(
-            id=event_id or str(uuid.uuid4()),
-            data=data,
-            topic=template["topic"],
-            subject=f"/blobServices/default/containers/{self.container}/blobs/{key}",
-            event_type=template["eventType"],
-            event_time=None,
-            data_version=template["dataVersion"],
-        )
+        return blob_created_event(self.store, self.container, key, event_id=event_id)
 
     def input_stream(self, key: str) -> Any:
         """What the Event Grid-based blob trigger hands the function."""
-        from azure.functions.blob import InputStream
+        from azurite import blob_input_stream
 
-        blob = self.store.client.get_blob_client(key)
-        props = blob.get_blob_properties()
-        data = blob.download_blob().readall()
-        return InputStream(
-            data=data,
-            name=f"{self.container}/{key}",
-            uri=blob.url,
-            length=len(data),
-            blob_properties={"ETag": props.etag, "Length": props.size},
-        )
+        return blob_input_stream(self.store, self.container, key)
 
     def keys(self, prefix: str) -> list[str]:
         return sorted(info.key for info in self.store.list(prefix))

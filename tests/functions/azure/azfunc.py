@@ -11,7 +11,7 @@ from typing import Any
 
 import azure.functions as func
 
-from azurite import AzureMLFake, Azurite
+from azurite import AzureMLFake, Azurite, blob_created_event, blob_input_stream
 from skyscore.adapters.azure import AzureBlobStore, AzureQueue
 from skyscore.model.registry import ModelRegistry
 
@@ -102,39 +102,9 @@ class AzureApp:
         return ModelRegistry(self.store, refresh_seconds=0)
 
     def blob_event(self, key: str, *, etag: str | None = None, event_id: str | None = None) -> Any:
-        """The Event Grid ``BlobCreated`` event the storage account publishes for ``key``:
-        the reference payload's shape with this blob's names, ETag and length."""
-        [template] = reference_event("eventgrid-storage-blob-created.json")
-        info = self.store.stat(key)
-        assert info is not None
-        data = dict(template["data"])
-        data.update(
-            eTag=(etag or info.version).strip('"'),
-            contentLength=info.size,
-            url=self.store.uri_for(key),
-        )
-        return func.EventGridEvent(
-            id=event_id or str(uuid.uuid4()),
-            data=data,
-            topic=template["topic"],
-            subject=f"/blobServices/default/containers/{self.container}/blobs/{key}",
-            event_type=template["eventType"],
-            event_time=None,
-            data_version=template["dataVersion"],
-        )
+        """The Event Grid ``BlobCreated`` event the storage account publishes for ``key``."""
+        return blob_created_event(self.store, self.container, key, etag=etag, event_id=event_id)
 
     def input_stream(self, key: str) -> Any:
-        """What the blob trigger hands over: the blob's bytes, ``<container>/<name>``, its
-        URL and properties."""
-        from azure.functions.blob import InputStream
-
-        blob = self.store.client.get_blob_client(key)
-        props = blob.get_blob_properties()
-        data = blob.download_blob().readall()
-        return InputStream(
-            data=data,
-            name=f"{self.container}/{key}",
-            uri=blob.url,
-            length=len(data),
-            blob_properties={"ETag": props.etag, "Length": props.size},
-        )
+        """What the blob trigger hands over for ``key``."""
+        return blob_input_stream(self.store, self.container, key)
