@@ -5,14 +5,13 @@ malformed body, and the alert webhook's route kept apart from the catch-all."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import azure.functions as func
 from azfunc import AzureApp, call
 
+from demo_table import local, predict_body
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry
-from skyscore.serving.dataplane import DataPlane, Request, StaticModelProvider
 from skyscore.training.train import TrainResult
 
 HOST = "https://skyscore-func.azurewebsites.net"
@@ -43,22 +42,10 @@ def http(req: func.HttpRequest) -> func.HttpResponse:
     return response
 
 
-def predict_body(demo_model: TrainResult, rows: int = 3) -> bytes:
-    from skyscore.training.datasets import breast_cancer_frame
-
-    frame = breast_cancer_frame().drop(columns=["diagnosis"]).head(rows)
-    return json.dumps({"instances": frame.to_dict(orient="records")}).encode()
-
-
-def local(predictor: Predictor, method: str, path: str, body: bytes = b"", **headers: str) -> Any:
-    plane = DataPlane(StaticModelProvider({"cancer": predictor}))
-    return plane.handle(Request(method, path, headers, body))
-
-
 def test_predictions_are_byte_identical_to_the_local_dataplane(
     cancer: ModelRegistry, demo_predictor: Predictor, demo_model: TrainResult
 ) -> None:
-    body = predict_body(demo_model)
+    body = predict_body()
     response = http(
         request("POST", "/v1/models/cancer/predict", body, **{"content-type": "application/json"})
     )
@@ -91,7 +78,7 @@ def test_open_inference_protocol_and_meta_routes(
     assert ready.status_code == 200
     meta = http(request("GET", "/v2/models/cancer"))
     assert meta.status_code == 200 and json.loads(meta.get_body())["name"] == "cancer"
-    instance = json.loads(predict_body(demo_model, 1))["instances"][0]
+    instance = json.loads(predict_body(1))["instances"][0]
     inputs = [
         {
             "name": k,
@@ -193,7 +180,7 @@ def test_promotion_is_followed_by_a_warm_instance(
     req = request(
         "POST",
         "/v1/models/cancer/predict",
-        predict_body(demo_model, 1),
+        predict_body(1),
         **{"content-type": "application/json"},
     )
     assert json.loads(http(req).get_body())["version"] == "1"

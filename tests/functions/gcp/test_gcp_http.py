@@ -5,28 +5,15 @@ Protocol, and a problem for every malformed body."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from gcpfunc import GcpApp
 
+from demo_table import local, predict_body
 from skyscore.model.predictor import Predictor
 from skyscore.model.registry import ModelRegistry
-from skyscore.serving.dataplane import DataPlane, Request, StaticModelProvider
 from skyscore.training.train import TrainResult
 
 JSON = {"content-type": "application/json"}
-
-
-def predict_body(rows: int = 3) -> bytes:
-    from skyscore.training.datasets import breast_cancer_frame
-
-    frame = breast_cancer_frame().drop(columns=["diagnosis"]).head(rows)
-    return json.dumps({"instances": frame.to_dict(orient="records")}).encode()
-
-
-def local(predictor: Predictor, method: str, path: str, body: bytes = b"", **headers: str) -> Any:
-    plane = DataPlane(StaticModelProvider({"cancer": predictor}))
-    return plane.handle(Request(method, path, headers, body))
 
 
 def test_predictions_are_byte_identical_to_the_local_dataplane(
