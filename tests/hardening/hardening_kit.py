@@ -493,3 +493,20 @@ def looks_complete(keys: list[str], output: str, read: Any) -> list[str]:
         if manifest.get("status") != "failed":
             found.append("a success manifest")
     return found
+
+
+def leaks(texts: dict[str, str], values: dict[str, str]) -> list[str]:
+    """``secret name in place`` for every secret found (also base64- and URL-forms)."""
+    import base64
+    from urllib.parse import quote
+
+    found = []
+    for name, value in values.items():
+        forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
+        for place, text in texts.items():
+            for form in forms:
+                at = text.find(form)
+                if at >= 0:
+                    found.append(f"{name} in {place}: ...{text[max(0, at - 300) : at + 20]!r}")
+                    break
+    return found

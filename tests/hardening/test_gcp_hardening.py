@@ -38,6 +38,7 @@ from hardening_kit import (
     cancer_rows,
     comparable,
     fake_gcs_behind,
+    leaks,
     looks_complete,
     run_threads,
     tree_rss_bytes,
@@ -441,23 +442,6 @@ def test_gcp_http_function_holds_a_bounded_load(
 # --------------------------------------------------------------------------------------------
 
 
-def _leaks(texts: dict[str, str], values: dict[str, str]) -> list[str]:
-    """``secret name in place`` for every secret found (also its base64 and URL forms)."""
-    import base64
-    from urllib.parse import quote
-
-    found = []
-    for name, value in values.items():
-        forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
-        for place, text in texts.items():
-            for form in forms:
-                at = text.find(form)
-                if at >= 0:
-                    found.append(f"{name} in {place}: ...{text[max(0, at - 300) : at + 20]!r}")
-                    break
-    return found
-
-
 def _incident(policy: str) -> bytes:
     from gcpfunc import reference_event
 
@@ -537,4 +521,4 @@ def test_gcp_end_to_end_logs_hold_no_token(
     }
     assert len(caplog.records) > 10 and any(r.levelno == logging.DEBUG for r in caplog.records)
     assert upload.log() and alerts.log() and schedule.log()  # the servers did log
-    assert _leaks(texts, {"metadata-server bearer token": token}) == []
+    assert leaks(texts, {"metadata-server bearer token": token}) == []

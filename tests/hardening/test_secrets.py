@@ -19,28 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from bench.load import demo_body
-from hardening_kit import MODEL, aws_account, azure_account, azure_function, lambda_context
+from hardening_kit import MODEL, aws_account, azure_account, azure_function, lambda_context, leaks
 
 from skyscore.training.train import TrainResult
 
 if TYPE_CHECKING:
     from azurite import AzureMLFake
-
-
-def _leaks(texts: dict[str, str], values: dict[str, str]) -> list[str]:
-    """``secret name in place`` for every secret found (also base64- and URL-forms)."""
-    from urllib.parse import quote
-
-    found = []
-    for name, value in values.items():
-        forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
-        for place, text in texts.items():
-            for form in forms:
-                at = text.find(form)
-                if at >= 0:
-                    found.append(f"{name} in {place}: ...{text[max(0, at - 300) : at + 20]!r}")
-                    break
-    return found
 
 
 def _captured(
@@ -93,7 +77,7 @@ def test_aws_end_to_end_logs_hold_no_credentials(
     texts = _captured(caplog, capfd)
     assert len(caplog.records) > 10  # it did log, at DEBUG too
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
-    assert _leaks(texts, values) == []
+    assert leaks(texts, values) == []
 
 
 def test_azure_end_to_end_logs_hold_no_credentials(
@@ -161,7 +145,7 @@ def test_azure_end_to_end_logs_hold_no_credentials(
         texts = _captured(caplog, capfd)
     assert len(caplog.records) > 10
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
-    assert _leaks(texts, values) == []
+    assert leaks(texts, values) == []
 
 
 def _distinctive(ml: AzureMLFake) -> Any:
