@@ -510,3 +510,26 @@ def leaks(texts: dict[str, str], values: dict[str, str]) -> list[str]:
                     found.append(f"{name} in {place}: ...{text[max(0, at - 300) : at + 20]!r}")
                     break
     return found
+
+
+# -- at-least-once delivery: how many copies, and what a copy may report -------------------------
+
+SEQUENTIAL = 3
+CONCURRENT = 5
+OK_FOR_A_DUPLICATE = {"duplicate", "in_progress"}
+
+
+def out_key(name: str) -> str:
+    return f"predictions/{MODEL}/{name.rsplit('.', 1)[0]}.predictions.csv"
+
+
+def check_one_result(keys: list[str], name: str) -> None:
+    """Exactly one output and one manifest for ``name`` (besides its error report and page)."""
+    output = out_key(name)
+    mine = [k for k in keys if k.startswith(output)]
+    assert mine.count(output) == 1, mine
+    manifests = [k for k in mine if k.endswith(".manifest.json")]
+    assert manifests == [output + ".manifest.json"], mine
+    assert set(mine) <= {output, output + ".errors.jsonl", output + ".manifest.json"} | {
+        output + ".report.html"
+    }, mine

@@ -19,38 +19,23 @@ from typing import Any
 
 import pytest
 from hardening_kit import (
+    CONCURRENT,
     MODEL,
+    OK_FOR_A_DUPLICATE,
+    SEQUENTIAL,
     aws_account,
     azure_account,
     azure_function,
     cancer_rows,
+    check_one_result,
     comparable,
     lambda_context,
+    out_key,
     run_threads,
 )
 
 from skyscore.errors import Busy
 from skyscore.training.train import TrainResult
-
-SEQUENTIAL = 3
-CONCURRENT = 5
-OK_FOR_A_DUPLICATE = {"duplicate", "in_progress"}
-
-
-def out_key(name: str) -> str:
-    return f"predictions/{MODEL}/{name.rsplit('.', 1)[0]}.predictions.csv"
-
-
-def check_one_result(keys: list[str], name: str) -> None:
-    """Exactly one output and one manifest for ``name`` (besides its error report and page)."""
-    output = out_key(name)
-    mine = [k for k in keys if k.startswith(output)]
-    assert mine.count(output) == 1, mine
-    manifests = [k for k in mine if k.endswith(".manifest.json")]
-    assert manifests == [output + ".manifest.json"], mine
-    assert set(mine) <= {output, output + ".errors.jsonl", output + ".manifest.json"} | {
-        output + ".report.html"
-    }, mine
 
 
 def check_statuses(statuses: list[Any]) -> None:

@@ -33,13 +33,18 @@ import pytest
 from bench.load import demo_body, run_load
 from gcpfunc import FunctionServer, GcpApp, function_env, logged, published, vertex_fake
 from hardening_kit import (
+    CONCURRENT,
     MODEL,
+    OK_FOR_A_DUPLICATE,
+    SEQUENTIAL,
     FaultProxy,
     cancer_rows,
+    check_one_result,
     comparable,
     fake_gcs_behind,
     leaks,
     looks_complete,
+    out_key,
     run_threads,
     tree_rss_bytes,
 )
@@ -48,24 +53,7 @@ from skyscore.errors import Busy, IntegrityError
 from skyscore.model.registry import ModelRegistry
 from skyscore.training.train import TrainResult
 
-SEQUENTIAL = 3
-CONCURRENT = 5
-OK_FOR_A_DUPLICATE = {"duplicate", "in_progress"}
 JSON = {"content-type": "application/json"}
-
-
-def out_key(name: str) -> str:
-    return f"predictions/{MODEL}/{name.rsplit('.', 1)[0]}.predictions.csv"
-
-
-def check_one_result(keys: list[str], name: str) -> None:
-    """Exactly one output and one manifest for ``name`` (besides its error report and page)."""
-    output = out_key(name)
-    mine = [k for k in keys if k.startswith(output)]
-    assert mine.count(output) == 1, mine
-    assert [k for k in mine if k.endswith(".manifest.json")] == [output + ".manifest.json"]
-    allowed = {output, output + ".errors.jsonl", output + ".manifest.json", output + ".report.html"}
-    assert set(mine) <= allowed, mine
 
 
 def all_at_once(calls: list[Callable[..., Any]]) -> list[Any]:
