@@ -245,6 +245,22 @@ class AzureMLFake(RestFake):
             f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}"
         )
 
+    def app_settings(self) -> dict[str, str]:
+        """The function app's Azure ML settings for this workspace, and the App Service
+        managed-identity endpoint as Azure sets it in a function app."""
+        return {
+            "SKYSCORE_AZUREML_SUBSCRIPTION_ID": self.subscription,
+            "SKYSCORE_AZUREML_RESOURCE_GROUP": self.resource_group,
+            "SKYSCORE_AZUREML_WORKSPACE": self.workspace,
+            "SKYSCORE_AZUREML_DATASTORE": "skyscoredata",
+            "SKYSCORE_AZUREML_ENVIRONMENT": "azureml:skyscore-train:1",
+            "SKYSCORE_AZUREML_CPU_COMPUTE": "cpu-cluster",
+            "SKYSCORE_AZUREML_GPU_COMPUTE": "gpu-cluster",
+            "SKYSCORE_AZUREML_ENDPOINT": self.url,
+            "IDENTITY_ENDPOINT": f"{self.url}/msi/token",
+            "IDENTITY_HEADER": self.identity_header,
+        }
+
     def set_status(self, job_id: str, status: str) -> None:
         """Move a job along, as the service would."""
         with self._lock:

@@ -105,16 +105,7 @@ def test_azure_end_to_end_logs_hold_no_credentials(
         )
         settings = {
             "SKYSCORE_RETRAIN_MODELS": MODEL,
-            "SKYSCORE_AZUREML_SUBSCRIPTION_ID": ml.subscription,
-            "SKYSCORE_AZUREML_RESOURCE_GROUP": ml.resource_group,
-            "SKYSCORE_AZUREML_WORKSPACE": ml.workspace,
-            "SKYSCORE_AZUREML_DATASTORE": "skyscoredata",
-            "SKYSCORE_AZUREML_ENVIRONMENT": "azureml:skyscore-train:1",
-            "SKYSCORE_AZUREML_CPU_COMPUTE": "cpu-cluster",
-            "SKYSCORE_AZUREML_GPU_COMPUTE": "gpu-cluster",
-            "SKYSCORE_AZUREML_ENDPOINT": ml.url,
-            "IDENTITY_ENDPOINT": f"{ml.url}/msi/token",
-            "IDENTITY_HEADER": ml.identity_header,
+            **ml.app_settings(),
         }
         caplog.set_level(logging.DEBUG)
         with azure_account(connection, demo_model, extra=settings) as azure:

@@ -46,17 +46,7 @@ def azure_app(ml: AzureMLFake, monkeypatch: pytest.MonkeyPatch) -> Iterator[Azur
         "SKYSCORE_REFRESH_SECONDS": "0",
         "SKYSCORE_RETRAIN_MODELS": "cancer",
         "SKYSCORE_RETRAIN_ALARMS": f"{DRIFT_RULE}=drift,{ERROR_RULE}=error_rate",
-        "SKYSCORE_AZUREML_SUBSCRIPTION_ID": ml.subscription,
-        "SKYSCORE_AZUREML_RESOURCE_GROUP": ml.resource_group,
-        "SKYSCORE_AZUREML_WORKSPACE": ml.workspace,
-        "SKYSCORE_AZUREML_DATASTORE": "skyscoredata",
-        "SKYSCORE_AZUREML_ENVIRONMENT": "azureml:skyscore-train:1",
-        "SKYSCORE_AZUREML_CPU_COMPUTE": "cpu-cluster",
-        "SKYSCORE_AZUREML_GPU_COMPUTE": "gpu-cluster",
-        "SKYSCORE_AZUREML_ENDPOINT": ml.url,
-        # the App Service managed-identity endpoint, as Azure sets it in a function app
-        "IDENTITY_ENDPOINT": f"{ml.url}/msi/token",
-        "IDENTITY_HEADER": ml.identity_header,
+        **ml.app_settings(),
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
