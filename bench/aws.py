@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,18 +208,16 @@ def sizes(zip_path: Path, image_root: Path) -> None:
     )
 
 
+@dataclass(frozen=True)
 class LocalBaseline:
     """The same model in a local home and as a joblib pipeline: the local embedded path
     (`skyscore score`, file to file) and the naive pandas + scikit-learn job, run beside the
     upload function in the same rounds so the ratios compare one machine state."""
 
-    def __init__(self, home: Path, joblib_path: Path, columns: list[str], id_column: str) -> None:
-        self.home, self.joblib_path, self.columns, self.id_column = (
-            home,
-            joblib_path,
-            columns,
-            id_column,
-        )
+    home: Path
+    joblib_path: Path
+    columns: list[str]
+    id_column: str
 
     def local(self, source: Path, out: Path) -> tuple[float, float]:
         from bench.__main__ import OURS_CHILD
